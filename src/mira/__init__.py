@@ -1,0 +1,3 @@
+"""Mira: a Flask service with a production runtime."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,156 @@
+"""Generic validation of nested frozen dataclasses from JSON-like values, naming key paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+Check = Callable[[Any], str | None]
+
+
+def setting(default: Any, doc: str, check: Check | None = None, secret: bool = False) -> Any:
+    """Declare a config key: its default, a one-line doc, an optional check, whether secret."""
+    meta = {"doc": doc, "check": check, "secret": secret}
+    if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
+        factory = type(default) if dataclasses.is_dataclass(default) else (lambda: default)
+        return dataclasses.field(default_factory=factory, metadata=meta)  # type: ignore[arg-type]
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type[T]) -> Any:
+    """Declare a nested section whose every key has a default."""
+    return dataclasses.field(default_factory=cls, metadata={"doc": cls.__doc__ or "", "section": True})
+
+
+def _describe(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"list of {_describe(get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "object"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
+            list: "list"}.get(type(value), type(value).__name__)
+
+
+def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            sub: list[str] = []
+            result = _coerce(arg, value, path, sub)
+            if not sub:
+                return result
+        errors.append(f"{path}: expected {_describe(tp)}, got {_type_name(value)}")
+        return None
+    if origin is Literal:
+        if value in get_args(tp) and type(value) is type(get_args(tp)[0]):
+            return value
+        errors.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+        return None
+    if origin is tuple:
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected {_describe(tp)}, got {_type_name(value)}")
+            return ()
+        return tuple(_coerce(get_args(tp)[0], v, f"{path}[{i}]", errors) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, path, errors)  # type: ignore[arg-type]
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    errors.append(f"{path}: expected {_describe(tp)}, got {_type_name(value)}")
+    return None
+
+
+def parse_dataclass(cls: type[T], raw: Any, path: str, errors: list[str]) -> T:
+    """Build `cls` from `raw`, appending one message per problem (with its key path) to errors."""
+    if not isinstance(raw, Mapping):
+        errors.append(f"{path or '<root>'}: expected an object, got {_type_name(raw)}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            errors.append(f"{where}: unknown key (known keys: {', '.join(sorted(fields))})")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        where = f"{path}.{name}" if path else name
+        before = len(errors)
+        value = _coerce(hints[name], raw[name], where, errors)
+        if len(errors) == before:
+            check = f.metadata.get("check")
+            problem = check(value) if check else None
+            if problem:
+                errors.append(f"{where}: {problem}")
+            else:
+                values[name] = value
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    path: str
+    type: str
+    default: Any
+    doc: str
+    secret: bool
+
+
+def iter_keys(cls: type[Any], prefix: str = "") -> Iterator[KeyInfo]:
+    """Every leaf key of a settings tree with its type, default and doc (for docs and tests)."""
+    hints = typing.get_type_hints(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if f.metadata.get("section"):
+            yield from iter_keys(hints[f.name], path)
+        else:
+            yield KeyInfo(path, _describe(hints[f.name]), getattr(instance, f.name),
+                          f.metadata.get("doc", ""), bool(f.metadata.get("secret")))
+
+
+def to_dict(value: Any) -> Any:
+    """A settings tree as plain JSON-compatible data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [to_dict(v) for v in value]
+    return value
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out

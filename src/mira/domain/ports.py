@@ -1,0 +1,76 @@
+"""Ports: the interfaces adapters implement. Standard library only."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+
+class SecretsError(Exception):
+    """Base of secret backend failures. Messages name references, never values."""
+
+
+class SecretNotFound(SecretsError):
+    """The backend answered, and the secret or key does not exist."""
+
+
+class SecretsBackendUnavailable(SecretsError):
+    """The backend could not be reached or refused the request."""
+
+
+class SecretsBackend(ABC):
+    """Where secrets come from. Subclass it for a custom backend (see the guide's AWS example).
+
+    `get_secret(path)` returns the whole secret (a mapping of key to value, or a plain string);
+    `get_secret(path, key)` returns the one value as a string. Raise `SecretNotFound` or
+    `SecretsBackendUnavailable`; never put a secret value into an exception message.
+    """
+
+    #: short name used in metrics labels and logs
+    name: str = "custom"
+
+    @abstractmethod
+    def get_secret(self, path: str, key: str | None = None) -> Any:
+        """Return the secret at `path` (or its `key`)."""
+
+    def watch(self, paths: Sequence[str], on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Start pushing changes of `paths` (call `on_change(path)`); return a stop function.
+
+        Backends without push notifications keep this default (no-op); rotation then relies on
+        polling with `secrets.refresh_interval`.
+        """
+        return lambda: None
+
+    def check(self) -> str:
+        """Verify the backend is reachable and authorised; return a one-line status."""
+        return "ok"
+
+    def close(self) -> None:
+        """Release connections and threads."""
+
+
+@runtime_checkable
+class EventJournal(Protocol):
+    """Append-only store of domain events."""
+
+    def append(self, event: object) -> None: ...
+
+    def read(self, since: int = 0) -> list[object]: ...
+
+    def flush(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Wall and monotonic time for adapters (the domain receives time inside commands)."""
+
+    def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class IdGenerator(Protocol):
+    def new_id(self) -> str: ...
+
+
+MessageHandler = Callable[[Mapping[str, Any]], Any]
