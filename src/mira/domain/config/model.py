@@ -43,7 +43,9 @@ class LoggingSettings:
 
     level: str = setting("INFO", "Minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL.", _level)
     json_format: bool = setting(True, "One JSON object per line (false: readable console lines).")
-    file: str | None = setting(None, "Log file path (directory created; reopened after logrotate); null logs to stdout.")
+    file: str | None = setting(
+        None, "Log file path (directory created; reopened after logrotate); null logs to stdout."
+    )
 
 
 @dataclass(frozen=True)
@@ -51,23 +53,39 @@ class ReloadSettings:
     """Configuration hot-reload (the `config` section)."""
 
     hot_reload: bool = setting(False, "Watch the config file and apply valid changes live.")
-    poll_interval: float = setting(5.0, "Seconds between polls, the fallback where file events are missing.", _positive)
-    debounce: float = setting(0.05, "Seconds to wait for a burst of file events to settle.", _non_negative)
+    poll_interval: float = setting(
+        5.0, "Seconds between polls, the fallback where file events are missing.", _positive
+    )
+    debounce: float = setting(
+        0.05, "Seconds to wait for a burst of file events to settle.", _non_negative
+    )
 
 
 @dataclass(frozen=True)
 class VaultAuthSettings:
     """How Mira logs in to Vault."""
 
-    method: Literal["token", "approle", "kubernetes"] = setting("token", "token, approle or kubernetes.")
+    method: Literal["token", "approle", "kubernetes"] = setting(
+        "token", "token, approle or kubernetes."
+    )
     role_id: str | None = setting(None, "AppRole role_id.")
-    secret_id: str | None = setting(None, "AppRole secret_id (use a secret:// reference or secret_id_file).", secret=True)
-    secret_id_file: str | None = setting(None, "File holding the AppRole secret_id, re-read at each login.")
-    secret_id_env: str = setting("VAULT_SECRET_ID", "Environment variable holding the AppRole secret_id.")
+    secret_id: str | None = setting(
+        None, "AppRole secret_id (use a secret:// reference or secret_id_file).", secret=True
+    )
+    secret_id_file: str | None = setting(
+        None, "File holding the AppRole secret_id, re-read at each login."
+    )
+    secret_id_env: str = setting(
+        "VAULT_SECRET_ID", "Environment variable holding the AppRole secret_id."
+    )
     role: str | None = setting(None, "Kubernetes auth role.")
-    token_file: str = setting("/var/run/secrets/kubernetes.io/serviceaccount/token",
-                              "Service-account token file for Kubernetes auth, re-read at each login.")
-    mount_path: str | None = setting(None, "Auth method mount path (default: approle or kubernetes).")
+    token_file: str = setting(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "Service-account token file for Kubernetes auth, re-read at each login.",
+    )
+    mount_path: str | None = setting(
+        None, "Auth method mount path (default: approle or kubernetes)."
+    )
 
 
 @dataclass(frozen=True)
@@ -75,15 +93,24 @@ class VaultSettings:
     """HashiCorp Vault / OpenBao backend."""
 
     url: str = setting("http://127.0.0.1:8200", "Vault address (also MIRA_VAULT_URL, VAULT_ADDR).")
-    token: str | None = setting(None, "Vault token for token auth (also MIRA_VAULT_TOKEN, VAULT_TOKEN).", secret=True)
+    token: str | None = setting(
+        None, "Vault token for token auth (also MIRA_VAULT_TOKEN, VAULT_TOKEN).", secret=True
+    )
     mount_point: str = setting("secret", "KV secrets engine mount point.")
-    kv_version: int = setting(2, "KV engine version, 1 or 2.", lambda v: None if v in (1, 2) else f"must be 1 or 2, got {v!r}")
+    kv_version: int = setting(
+        2,
+        "KV engine version, 1 or 2.",
+        lambda v: None if v in (1, 2) else f"must be 1 or 2, got {v!r}",
+    )
     namespace: str | None = setting(None, "Vault Enterprise namespace.")
     verify: bool = setting(True, "Verify the server's TLS certificate.")
     ca_file: str | None = setting(None, "CA bundle used to verify the server's certificate.")
     timeout: float = setting(10.0, "Seconds per Vault request.", _positive)
-    renew_fraction: float = setting(0.5, "Renew the token after this fraction of its TTL.",
-                                    lambda v: None if 0 < v < 1 else f"must be between 0 and 1, got {v!r}")
+    renew_fraction: float = setting(
+        0.5,
+        "Renew the token after this fraction of its TTL.",
+        lambda v: None if 0 < v < 1 else f"must be between 0 and 1, got {v!r}",
+    )
     auth: VaultAuthSettings = section(VaultAuthSettings)
 
 
@@ -92,7 +119,9 @@ class KubernetesSecretsSettings:
     """Kubernetes Secrets backend."""
 
     namespace: str = setting("default", "Namespace whose Secrets are read.", _non_empty)
-    kubeconfig: str | None = setting(None, "Kubeconfig path for local runs; null uses in-cluster config.")
+    kubeconfig: str | None = setting(
+        None, "Kubeconfig path for local runs; null uses in-cluster config."
+    )
     context: str | None = setting(None, "Kubeconfig context.")
     watch: bool = setting(True, "Watch referenced Secrets so rotations land within a second.")
 
@@ -101,7 +130,9 @@ class KubernetesSecretsSettings:
 class FileSecretsSettings:
     """Mounted secret volumes or Docker secrets."""
 
-    directory: str = setting("/run/secrets", "Directory of secrets: <directory>/<path>/<key> or <directory>/<path>.")
+    directory: str = setting(
+        "/run/secrets", "Directory of secrets: <directory>/<path>/<key> or <directory>/<path>."
+    )
     watch: bool = setting(True, "Watch the directory for rotations.")
 
 
@@ -109,11 +140,21 @@ class FileSecretsSettings:
 class SecretsSettings:
     """Secrets management."""
 
-    backend: str = setting("env", "env, vault, kubernetes, file, or a dotted path to a SecretsBackend subclass.", _non_empty)
+    backend: str = setting(
+        "env",
+        "env, vault, kubernetes, file, or a dotted path to a SecretsBackend subclass.",
+        _non_empty,
+    )
     auto_refresh: bool = setting(False, "Re-read secrets periodically and apply rotations live.")
-    refresh_interval: float = setting(3600.0, "Seconds between refreshes (+-10 % jitter).", _positive)
-    max_backoff: float = setting(300.0, "Cap of the exponential back-off after failed refreshes (seconds).", _positive)
-    stale_after: float | None = setting(None, "Seconds after which a cached secret counts as stale (default 2 x refresh_interval).")
+    refresh_interval: float = setting(
+        3600.0, "Seconds between refreshes (+-10 % jitter).", _positive
+    )
+    max_backoff: float = setting(
+        300.0, "Cap of the exponential back-off after failed refreshes (seconds).", _positive
+    )
+    stale_after: float | None = setting(
+        None, "Seconds after which a cached secret counts as stale (default 2 x refresh_interval)."
+    )
     stale_makes_unready: bool = setting(False, "Report not ready while any secret is stale.")
     vault: VaultSettings = section(VaultSettings)
     kubernetes: KubernetesSecretsSettings = section(KubernetesSecretsSettings)
@@ -125,8 +166,12 @@ class GithubSettings:
     """GitHub integration."""
 
     enabled: bool = setting(False, "Enable the GitHub integration (also MIRA_GITHUB_ENABLED).")
-    token: str | None = setting(None, "GitHub token, usually secret://...; GITHUB_TOKEN when unset.", secret=True)
-    base_url: str = setting("https://api.github.com", "REST v3 base URL (GitHub Enterprise: https://HOST/api/v3).")
+    token: str | None = setting(
+        None, "GitHub token, usually secret://...; GITHUB_TOKEN when unset.", secret=True
+    )
+    base_url: str = setting(
+        "https://api.github.com", "REST v3 base URL (GitHub Enterprise: https://HOST/api/v3)."
+    )
     timeout: float = setting(10.0, "Seconds per request.", _positive)
     max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _non_negative)
 
@@ -138,7 +183,9 @@ class JiraSettings:
     enabled: bool = setting(False, "Enable the Jira integration.")
     url: str | None = setting(None, "Jira base URL, e.g. https://example.atlassian.net.")
     username: str | None = setting(None, "Jira user (Cloud: the account e-mail).", secret=True)
-    api_token: str | None = setting(None, "Jira API token, usually secret://...; JIRA_API_TOKEN when unset.", secret=True)
+    api_token: str | None = setting(
+        None, "Jira API token, usually secret://...; JIRA_API_TOKEN when unset.", secret=True
+    )
     timeout: float = setting(10.0, "Seconds per request.", _positive)
     max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _non_negative)
 
@@ -159,17 +206,27 @@ class ServerSettings:
     port: int = setting(5000, "Listen port.", _port)
     threads: int = setting(32, "Worker threads (concurrent requests).", _at_least(1))
     request_queue_size: int = setting(128, "Listen backlog.", _at_least(128))
-    max_body_bytes: int = setting(1048576, "Largest accepted request body; larger gets 413.", _positive)
+    max_body_bytes: int = setting(
+        1048576, "Largest accepted request body; larger gets 413.", _positive
+    )
 
 
 @dataclass(frozen=True)
 class ShutdownSettings:
     """Graceful shutdown budget."""
 
-    drain_delay: float = setting(0.0, "Seconds to keep serving after SIGTERM (in-app replacement for a preStop sleep).", _non_negative)
-    timeout: float = setting(25.0, "Seconds in-flight requests get to finish after the listener closes.", _non_negative)
+    drain_delay: float = setting(
+        0.0,
+        "Seconds to keep serving after SIGTERM (in-app replacement for a preStop sleep).",
+        _non_negative,
+    )
+    timeout: float = setting(
+        25.0, "Seconds in-flight requests get to finish after the listener closes.", _non_negative
+    )
     hook_timeout: float = setting(2.0, "Seconds each cleanup hook may take.", _positive)
-    grace_period: float = setting(30.0, "The platform's kill deadline (terminationGracePeriodSeconds).", _positive)
+    grace_period: float = setting(
+        30.0, "The platform's kill deadline (terminationGracePeriodSeconds).", _positive
+    )
 
 
 @dataclass(frozen=True)

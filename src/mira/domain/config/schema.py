@@ -17,13 +17,15 @@ def setting(default: Any, doc: str, check: Check | None = None, secret: bool = F
     meta = {"doc": doc, "check": check, "secret": secret}
     if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
         factory = type(default) if dataclasses.is_dataclass(default) else (lambda: default)
-        return dataclasses.field(default_factory=factory, metadata=meta)  # type: ignore[arg-type]
-    return dataclasses.field(default=default, metadata=meta)
+        return dataclasses.field(default_factory=factory, metadata=meta, repr=not secret)
+    return dataclasses.field(default=default, metadata=meta, repr=not secret)
 
 
 def section(cls: type[T]) -> Any:
     """Declare a nested section whose every key has a default."""
-    return dataclasses.field(default_factory=cls, metadata={"doc": cls.__doc__ or "", "section": True})
+    return dataclasses.field(
+        default_factory=cls, metadata={"doc": cls.__doc__ or "", "section": True}
+    )
 
 
 def _describe(tp: Any) -> str:
@@ -44,8 +46,14 @@ def _describe(tp: Any) -> str:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
-            list: "list"}.get(type(value), type(value).__name__)
+    return {
+        str: "string",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        dict: "object",
+        list: "list",
+    }.get(type(value), type(value).__name__)
 
 
 def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
@@ -67,7 +75,9 @@ def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         if not isinstance(value, list):
             errors.append(f"{path}: expected {_describe(tp)}, got {_type_name(value)}")
             return ()
-        return tuple(_coerce(get_args(tp)[0], v, f"{path}[{i}]", errors) for i, v in enumerate(value))
+        return tuple(
+            _coerce(get_args(tp)[0], v, f"{path}[{i}]", errors) for i, v in enumerate(value)
+        )
     if dataclasses.is_dataclass(tp):
         return parse_dataclass(tp, value, path, errors)  # type: ignore[arg-type]
     if tp is type(None):
@@ -131,8 +141,13 @@ def iter_keys(cls: type[Any], prefix: str = "") -> Iterator[KeyInfo]:
         if f.metadata.get("section"):
             yield from iter_keys(hints[f.name], path)
         else:
-            yield KeyInfo(path, _describe(hints[f.name]), getattr(instance, f.name),
-                          f.metadata.get("doc", ""), bool(f.metadata.get("secret")))
+            yield KeyInfo(
+                path,
+                _describe(hints[f.name]),
+                getattr(instance, f.name),
+                f.metadata.get("doc", ""),
+                bool(f.metadata.get("secret")),
+            )
 
 
 def to_dict(value: Any) -> Any:
@@ -142,6 +157,11 @@ def to_dict(value: Any) -> Any:
     if isinstance(value, tuple):
         return [to_dict(v) for v in value]
     return value
+
+
+def secret_paths(cls: type[Any]) -> frozenset[str]:
+    """Key paths declared secret (masked in output unless they hold a secret:// reference)."""
+    return frozenset(k.path for k in iter_keys(cls) if k.secret)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

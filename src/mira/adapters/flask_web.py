@@ -1,0 +1,101 @@
+"""The Flask app factory: health, readiness, metrics and the message API."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from mira.adapters.prometheus_metrics import Metrics
+from mira.adapters.structlog_logging import REDACTOR, current_correlation_id
+from mira.adapters.wsgi_context import RequestContext
+from mira.domain.messages import MessageError
+from mira.domain.readiness import readiness
+from mira.service_layer.bus import MessageBus
+from mira.service_layer.messages import MessageHandlers
+
+#: Extra /ready sections: name -> callable returning (ok, details)
+ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
+log = structlog.get_logger("mira.app")
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    data = REDACTOR(json.dumps(body, default=str, separators=(",", ":")).encode())
+    return Response(data, status=status, mimetype="application/json")
+
+
+def _error(status: int, message: str, **extra: Any) -> Response:
+    body = {"status": "error", "error": message, "correlation_id": current_correlation_id()}
+    return json_response({**body, **extra}, status)
+
+
+def create_app(
+    bus: MessageBus,
+    metrics: Metrics,
+    handlers: MessageHandlers,
+    max_body_bytes: int = 1048576,
+    readiness_checks: dict[str, ReadinessCheck] | None = None,
+) -> Flask:
+    app = Flask("mira")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    checks = readiness_checks if readiness_checks is not None else {}
+
+    @app.get("/health")
+    def health() -> Response:
+        return json_response({"status": "healthy"})
+
+    @app.get("/ready")
+    def ready() -> Response:
+        ok, body = readiness(bus.state, time.time())
+        for name, check in list(checks.items()):
+            try:
+                part_ok, details = check()
+            except Exception as exc:  # a broken check reports, never crashes /ready
+                part_ok, details = False, {"error": f"{type(exc).__name__}: {exc}"}
+            body[name] = details
+            if not part_ok:
+                body.setdefault("reasons", []).append(f"{name} not ready")
+                ok = False
+        if not ok and body["status"] == "ready":
+            body["status"] = "not_ready"
+        return json_response(body, 200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        return Response(metrics.render(), mimetype=metrics.content_type.split(";")[0],
+                        headers={"Content-Type": metrics.content_type})
+
+    @app.post("/api/v1/messages")
+    def messages() -> Response:
+        raw = request.get_data(cache=False)
+        try:
+            message = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            where = f" at line {exc.lineno}, column {exc.colno}" if isinstance(
+                exc, json.JSONDecodeError) else ""
+            return _error(400, f"body: malformed JSON{where}", field="body")
+        try:
+            result = handlers.process_message(message)
+        except MessageError as exc:
+            return _error(exc.status, str(exc), field=getattr(exc, "field", None))
+        return json_response({"status": "success", "data": result})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        if code == 413:
+            return _error(413, f"request body larger than server.max_body_bytes ({max_body_bytes} bytes)")
+        return _error(code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unhandled(exc: Exception) -> Response:
+        log.exception("Unhandled error while handling request", path=request.path)
+        return _error(500, "internal server error")
+
+    app.wsgi_app = RequestContext(app.wsgi_app, metrics)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,82 @@
+"""Prometheus metrics on a registry of Mira's own (not the process-global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mira.domain.state import Phase, RuntimeState
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric Mira exports; adapters record through these attributes."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("mira_http_requests_total", "HTTP requests served",
+                                ["method", "route", "status"], registry=r)
+        self.latency = Histogram("mira_http_request_duration_seconds", "HTTP request latency",
+                                 ["method", "route", "status"], buckets=BUCKETS, registry=r)
+        self.errors = Counter("mira_http_request_errors_total",
+                              "HTTP requests answered with a 5xx status", ["method", "route"],
+                              registry=r)
+        self.in_flight = Gauge("mira_http_requests_in_flight", "HTTP requests being served",
+                               registry=r)
+        self.phase = Gauge("mira_lifecycle_phase", "1 for the current lifecycle phase",
+                           ["phase"], registry=r)
+        self.events = Counter("mira_events_total", "Domain events journaled", ["event"],
+                              registry=r)
+        self.config_reloads = Counter("mira_config_reloads_total", "Configuration reloads",
+                                      ["result"], registry=r)
+        self.config_generation = Gauge("mira_config_generation",
+                                       "Generation of the live configuration", registry=r)
+        self.config_last_reload = Gauge("mira_config_last_reload_timestamp_seconds",
+                                        "When the configuration was last (re)loaded", registry=r)
+        self.secret_refresh = Counter("mira_secret_refresh_total", "Secret fetches",
+                                      ["backend", "result"], registry=r)
+        self.secret_age = Gauge("mira_secret_age_seconds", "Seconds since the secret was fetched",
+                                ["name"], registry=r)
+        self.vault_token_ttl = Gauge("mira_vault_token_ttl_seconds",
+                                     "Remaining TTL of Mira's Vault token", registry=r)
+        self.shutdown_phase_seconds = Gauge("mira_shutdown_phase_duration_seconds",
+                                            "Duration of each shutdown phase", ["phase"],
+                                            registry=r)
+        self.integration_requests = Counter("mira_integration_requests_total",
+                                            "Calls to external integrations",
+                                            ["integration", "result"], registry=r)
+        self.integration_latency = Histogram("mira_integration_request_duration_seconds",
+                                             "Latency of calls to external integrations",
+                                             ["integration"], buckets=BUCKETS, registry=r)
+        for phase in Phase:
+            self.phase.labels(phase.value).set(0)
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            label = str(status)
+            children = (self.requests.labels(method, route, label),
+                        self.latency.labels(method, route, label))
+            self._children[key] = children
+            if status >= 500:
+                self.errors.labels(method, route)
+        children[0].inc()
+        children[1].observe(seconds)
+        if status >= 500:
+            self.errors.labels(method, route).inc()
+
+    def observe_state(self, state: RuntimeState) -> None:
+        for phase in Phase:
+            self.phase.labels(phase.value).set(1 if phase is state.phase else 0)
+        self.config_generation.set(state.config_generation)
+        if state.last_reload_at is not None:
+            self.config_last_reload.set(state.last_reload_at)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

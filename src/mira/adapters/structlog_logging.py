@@ -1,0 +1,285 @@
+"""Structured logging with structlog: JSON lines (orjson) or console, live-reconfigurable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from mira.domain.config.model import LoggingSettings
+from mira.domain.secret_value import MASK
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40,
+          "critical": 50, "fatal": 50, "msg": 20}
+FIRST_KEYS = ("timestamp", "level", "logger", "message", "correlation_id", "module", "function",
+              "line")
+_SKIP_FRAMES = ("structlog", "logging", "mira.adapters.structlog_logging")
+_UTC = dt.timezone.utc
+_MASK_BYTES = MASK.encode()
+
+
+class _State:
+    """Process-wide, mutable logging switches read on every call (cheap attribute reads)."""
+
+    threshold = 20
+    json = True
+    default_correlation_id = "-"
+
+
+class LogSink:
+    """Writes whole lines to stdout or a file; reopens the file when logrotate moves it."""
+
+    CHECK_EVERY = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._path: str | None = None
+        self._fd = sys.stdout.fileno() if hasattr(sys.stdout, "fileno") else 1
+        self._own_fd = False
+        self._next_check = 0.0
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    def open(self, path: str | None) -> None:
+        """Switch to `path` (None: stdout). Raises OSError naming the path if it cannot open."""
+        with self._lock:
+            new_fd = self._open_file(path) if path else sys.stdout.fileno()
+            old_fd, own = self._fd, self._own_fd
+            self._fd, self._own_fd, self._path = new_fd, bool(path), path
+            if own and old_fd != new_fd:
+                os.close(old_fd)
+
+    @staticmethod
+    def _open_file(path: str) -> int:
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot open log file {path}: {exc.strerror}") from None
+
+    def _reopen_if_moved(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check or self._path is None:
+            return
+        self._next_check = now + self.CHECK_EVERY
+        try:
+            st = os.stat(self._path)
+            current = os.fstat(self._fd)
+            moved = (st.st_ino, st.st_dev) != (current.st_ino, current.st_dev)
+        except OSError:
+            moved = True
+        if moved:
+            try:
+                self.open(self._path)
+            except OSError:
+                pass  # keep writing to the old descriptor rather than lose lines
+
+    def write(self, line: bytes) -> None:
+        if self._path is not None:
+            self._reopen_if_moved()
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._own_fd:
+                os.close(self._fd)
+            self._fd, self._own_fd, self._path = sys.stdout.fileno(), False, None
+
+
+class Redactor:
+    """Masks every currently known secret value wherever it appears in a rendered line."""
+
+    def __init__(self) -> None:
+        self._needles: tuple[bytes, ...] = ()
+
+    def set_secrets(self, values: Iterable[str]) -> None:
+        needles: set[bytes] = set()
+        for value in values:
+            if len(value) >= 4:  # masking tiny strings would mangle ordinary text
+                needles.add(value.encode())
+                needles.add(orjson.dumps(value)[1:-1])
+        self._needles = tuple(sorted(needles, key=len, reverse=True))
+
+    def __call__(self, line: bytes) -> bytes:
+        for needle in self._needles:
+            if needle in line:
+                line = line.replace(needle, _MASK_BYTES)
+        return line
+
+
+class _NamedSink:
+    """What structlog wraps: carries the logger name; all level methods write the line."""
+
+    __slots__ = ("name", "sink")
+
+    def __init__(self, name: str, sink: LogSink) -> None:
+        self.name = name
+        self.sink = sink
+
+    def msg(self, line: bytes) -> None:
+        self.sink.write(REDACTOR(line))
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+class MiraLogger(structlog.BoundLoggerBase):
+    """A bound logger that drops lines under the live level before any processing."""
+
+    def _at(self, level: int, method: str, event: str | None, kw: dict[str, Any]) -> Any:
+        if level < _State.threshold:
+            return None
+        return self._proxy_to_logger(method, event, **kw)
+
+    def debug(self, event: str | None = None, **kw: Any) -> Any:
+        return self._at(10, "debug", event, kw)
+
+    def info(self, event: str | None = None, **kw: Any) -> Any:
+        return self._at(20, "info", event, kw)
+
+    def warning(self, event: str | None = None, **kw: Any) -> Any:
+        return self._at(30, "warning", event, kw)
+
+    warn = warning
+
+    def error(self, event: str | None = None, **kw: Any) -> Any:
+        return self._at(40, "error", event, kw)
+
+    def exception(self, event: str | None = None, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self._at(40, "error", event, kw)
+
+    def critical(self, event: str | None = None, **kw: Any) -> Any:
+        return self._at(50, "critical", event, kw)
+
+    def log(self, level: int, event: str | None = None, **kw: Any) -> Any:
+        name = logging.getLevelName(level).lower()
+        return self._at(level, name if name in LEVELS else "info", event, kw)
+
+
+def _base(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    event_dict["timestamp"] = dt.datetime.now(_UTC).isoformat(timespec="microseconds")
+    event_dict["level"] = "ERROR" if method == "exception" else method.upper()
+    event_dict.setdefault("logger", getattr(logger, "name", "mira"))
+    event_dict.setdefault("correlation_id", _State.default_correlation_id)
+    if "module" not in event_dict:
+        frame = sys._getframe(4)
+        while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+            _SKIP_FRAMES
+        ):
+            frame = frame.f_back
+        event_dict["module"] = frame.f_globals.get("__name__", "?").rpartition(".")[2]
+        event_dict["function"] = frame.f_code.co_name
+        event_dict["line"] = frame.f_lineno
+    return event_dict
+
+
+def _render(logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:
+    if not _State.json:
+        text = _CONSOLE(logger, method, event_dict)
+        return (text + "\n").encode()
+    event_dict["message"] = event_dict.pop("event", None)
+    ordered = {k: event_dict.pop(k) for k in FIRST_KEYS if k in event_dict}
+    ordered.update(event_dict)
+    return orjson.dumps(ordered, default=repr, option=orjson.OPT_APPEND_NEWLINE)
+
+
+_CONSOLE = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
+SINK = LogSink()
+REDACTOR = Redactor()
+
+
+class _StdlibBridge(logging.Handler):
+    """Routes stdlib logging (Flask, cheroot, libraries) into the same structured stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {
+                "logger": record.name, "module": record.module,
+                "function": record.funcName, "line": record.lineno,
+            }
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            method = record.levelname.lower()
+            get_logger(record.name)._at(
+                record.levelno, method if method in LEVELS else "info", record.getMessage(), fields
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def get_logger(name: str) -> MiraLogger:
+    logger: MiraLogger = structlog.get_logger(name)
+    return logger
+
+
+def configure_logging(settings: LoggingSettings, default_correlation_id: str = "-") -> None:
+    """Configure once at start-up; later calls (hot reload) only switch level, format and file."""
+    SINK.open(settings.file)
+    _State.threshold = logging.getLevelName(settings.level)
+    _State.json = settings.json_format
+    _State.default_correlation_id = default_correlation_id
+    if structlog.is_configured() and getattr(configure_logging, "_done", False):
+        logging.getLogger().setLevel(_State.threshold)
+        return
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _base,
+            structlog.processors.format_exc_info,
+            _render,
+        ],
+        wrapper_class=MiraLogger,
+        logger_factory=lambda name="mira", *args: _NamedSink(name, SINK),
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_StdlibBridge())
+    root.setLevel(_State.threshold)
+    configure_logging._done = True  # type: ignore[attr-defined]
+
+
+def apply_logging_settings(settings: LoggingSettings) -> None:
+    """Hot-reload: switch level, format and file live (raises OSError if the file can't open)."""
+    if settings.file != SINK.path:
+        SINK.open(settings.file)
+    _State.threshold = logging.getLevelName(settings.level)
+    _State.json = settings.json_format
+    logging.getLogger().setLevel(_State.threshold)
+
+
+def bind_correlation_id(correlation_id: str) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+
+
+def current_correlation_id() -> str:
+    value = structlog.contextvars.get_contextvars().get("correlation_id")
+    return str(value) if value else _State.default_correlation_id
+
+
+def flush_logs() -> None:
+    """Lines are written unbuffered; nothing to flush beyond the OS."""
+    try:
+        os.fsync(SINK._fd) if SINK.path else None
+    except OSError:
+        pass
+
+
+__all__ = ["MutableMapping", "apply_logging_settings", "configure_logging", "get_logger"]

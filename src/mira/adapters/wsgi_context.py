@@ -1,0 +1,74 @@
+"""WSGI middleware: correlation id, one access line and request metrics, without Flask hooks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+
+from mira.adapters.prometheus_metrics import Metrics
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_HEX = frozenset("0123456789abcdef")
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_clear = structlog.contextvars.clear_contextvars
+_bind = structlog.contextvars.bind_contextvars
+log = structlog.get_logger("mira.http")
+
+
+def pick_request_id(environ: dict[str, Any]) -> str:
+    """The caller's X-Request-ID if acceptable, else a W3C traceparent's trace-id, else new."""
+    given = environ.get("HTTP_X_REQUEST_ID")
+    if given and len(given) <= 128 and given.isascii() and given.isprintable() and given.strip():
+        return str(given)
+    parent = environ.get("HTTP_TRACEPARENT")
+    if parent:
+        parts = parent.strip().split("-")
+        if len(parts) >= 4 and len(parts[1]) == 32 and set(parts[1]) <= _HEX:
+            if parts[1] != "0" * 32:
+                return str(parts[1])
+    return str(uuid.uuid4())
+
+
+class RequestContext:
+    """Wraps the Flask WSGI app; everything per request happens here once."""
+
+    def __init__(self, app: WSGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request_id = pick_request_id(environ)
+        environ["mira.request_id"] = request_id
+        _clear()
+        _bind(correlation_id=request_id)
+        started = time.perf_counter()
+        status_line = "500"
+
+        def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal status_line
+            status_line = status
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, _start)
+        finally:
+            elapsed = time.perf_counter() - started
+            status = int(status_line[:3])
+            request = environ.get("werkzeug.request")
+            rule = getattr(request, "url_rule", None)
+            route = rule.rule if rule is not None else "<unmatched>"
+            method = environ.get("REQUEST_METHOD", "GET")
+            self.metrics.observe_request(method, route, status, elapsed)
+            path = environ.get("PATH_INFO", "")
+            (log.debug if path in QUIET_PATHS and status < 400 else log.info)(
+                "Request handled", method=method, path=path, route=route, status=status,
+                duration_ms=round(elapsed * 1000, 3),
+            )
+            _clear()

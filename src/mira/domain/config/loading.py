@@ -1,0 +1,166 @@
+"""Pure loading of settings: JSON text + environment dict -> Settings or a list of errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mira.domain.config.model import LEVELS, Settings
+from mira.domain.config.schema import flatten, parse_dataclass, to_dict
+from mira.domain.config.secret_refs import invalid_refs
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(name: str, raw: str) -> tuple[Any, str | None]:
+    value = raw.strip().lower()
+    if value in TRUE:
+        return True, None
+    if value in FALSE:
+        return False, None
+    return None, f"{name}: expected true or false, got {raw!r}"
+
+
+def _level(name: str, raw: str) -> tuple[Any, str | None]:
+    value = raw.strip().upper()
+    if value in LEVELS:
+        return value, None
+    return None, f"{name}: must be one of {', '.join(LEVELS)}, got {raw!r}"
+
+
+def _text(name: str, raw: str) -> tuple[Any, str | None]:
+    return (raw, None) if raw.strip() else (None, f"{name}: must not be empty")
+
+
+EnvParser = Callable[[str, str], tuple[Any, str | None]]
+
+#: Environment variables that override the file (env > file > default).
+ENV_OVERRIDES: dict[str, tuple[str, EnvParser]] = {
+    "MIRA_LOG_LEVEL": ("logging.level", _level),
+    "MIRA_LOG_JSON": ("logging.json_format", _bool),
+    "MIRA_CONFIG_HOT_RELOAD": ("config.hot_reload", _bool),
+    "MIRA_SECRETS_BACKEND": ("secrets.backend", _text),
+    "MIRA_SECRETS_AUTO_REFRESH": ("secrets.auto_refresh", _bool),
+    "MIRA_VAULT_URL": ("secrets.vault.url", _text),
+    "MIRA_VAULT_TOKEN": ("secrets.vault.token", _text),
+    "MIRA_GITHUB_ENABLED": ("integrations.github.enabled", _bool),
+}
+
+#: Conventional variables used only where the file leaves the key unset (file > these > default).
+ENV_FALLBACKS: dict[str, tuple[str, EnvParser]] = {
+    "VAULT_ADDR": ("secrets.vault.url", _text),
+    "VAULT_TOKEN": ("secrets.vault.token", _text),
+    "GITHUB_TOKEN": ("integrations.github.token", _text),
+    "JIRA_API_TOKEN": ("integrations.jira.api_token", _text),
+}
+
+#: Keys whose change needs a process restart: a reload reports them and applies nothing.
+RESTART_REQUIRED_PREFIXES = ("server.",)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    settings: Settings | None
+    errors: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.settings is not None
+
+
+def parse_json(text: str, source: str) -> tuple[Any, str | None]:
+    """Decode JSON, naming the file, line and column of a syntax error."""
+    if text.startswith("\ufeff"):
+        return None, f"{source}: starts with a UTF-8 byte order mark (BOM); save it without one"
+    if not text.strip():
+        return None, f"{source}: file is empty (an empty configuration is written {{}})"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    except RecursionError:
+        return None, f"{source}: invalid JSON: nested too deeply"
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _has_path(tree: Any, path: str) -> bool:
+    for part in path.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return False
+        tree = tree[part]
+    return tree is not None
+
+
+def apply_environment(raw: Any, environ: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """Layer the environment onto the file's raw data: a pure function of the env dict."""
+    if not isinstance(raw, dict):
+        return raw, []
+    merged: dict[str, Any] = json.loads(json.dumps(raw))
+    errors: list[str] = []
+    layers = ((ENV_FALLBACKS, False), (ENV_OVERRIDES, True))
+    for table, override in layers:
+        for name, (path, parse) in table.items():
+            if name not in environ or (not override and _has_path(raw, path)):
+                continue
+            value, problem = parse(name, environ[name])
+            if problem:
+                errors.append(problem)
+            else:
+                _set_path(merged, path, value)
+    return merged, errors
+
+
+def load_settings(text: str, source: str, environ: Mapping[str, str]) -> LoadResult:
+    """Parse and validate a config file's text with the environment on top."""
+    raw, problem = parse_json(text, source)
+    if problem:
+        return LoadResult(None, (problem,))
+    if not isinstance(raw, dict):
+        return LoadResult(None, (f"{source}: the top level must be a JSON object",))
+    merged, env_errors = apply_environment(raw, environ)
+    errors: list[str] = []
+    settings = parse_dataclass(Settings, merged, "", errors)
+    if not errors and not env_errors:
+        errors = invalid_refs(settings) + cross_checks(settings)
+    problems = [f"environment: {e}" for e in env_errors] + [f"{source}: {e}" for e in errors]
+    if problems:
+        return LoadResult(None, tuple(problems))
+    return LoadResult(settings, ())
+
+
+def cross_checks(settings: Settings) -> list[str]:
+    """Rules that span keys."""
+    s = settings.shutdown
+    budget = s.drain_delay + s.timeout + s.hook_timeout
+    if budget > s.grace_period:
+        return [
+            f"shutdown: drain_delay ({s.drain_delay:g}) + timeout ({s.timeout:g}) + hook_timeout "
+            f"({s.hook_timeout:g}) = {budget:g}s does not fit in grace_period "
+            f"({s.grace_period:g}s); lower them or raise grace_period together with "
+            "terminationGracePeriodSeconds"
+        ]
+    return []
+
+
+def changed_keys(old: Settings, new: Settings) -> tuple[str, ...]:
+    """Leaf key paths whose values differ, sorted."""
+    before, after = flatten(to_dict(old)), flatten(to_dict(new))
+    return tuple(sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)))
+
+
+def restart_required(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(k for k in keys if k.startswith(RESTART_REQUIRED_PREFIXES))

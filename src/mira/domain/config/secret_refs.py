@@ -1,0 +1,55 @@
+"""`secret://path:key` references found in settings values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mira.domain.config.schema import flatten, to_dict
+
+PREFIX = "secret://"
+
+
+@dataclass(frozen=True, order=True)
+class SecretRef:
+    path: str
+    key: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The secret's name as callbacks and metrics know it (the path)."""
+        return self.path
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{self.path}:{self.key}" if self.key else f"{PREFIX}{self.path}"
+
+
+def parse_secret_ref(value: Any) -> SecretRef | None:
+    """`secret://a/b:key` -> SecretRef('a/b', 'key'); anything else -> None."""
+    if not isinstance(value, str) or not value.startswith(PREFIX):
+        return None
+    body = value[len(PREFIX) :]
+    path, sep, key = body.rpartition(":")
+    if not sep:
+        path, key = body, ""
+    if not path or (sep and not key):
+        return None
+    return SecretRef(path, key or None)
+
+
+def invalid_refs(settings: Any) -> list[str]:
+    """Values that start with secret:// but are not a well-formed reference."""
+    return [
+        f"{path}: malformed secret reference (expected secret://path:key or secret://path)"
+        for path, value in flatten(to_dict(settings)).items()
+        if isinstance(value, str) and value.startswith(PREFIX) and parse_secret_ref(value) is None
+    ]
+
+
+def find_refs(settings: Any) -> dict[str, SecretRef]:
+    """Key path -> reference, for every settings value that is a secret reference."""
+    return {
+        path: ref
+        for path, value in flatten(to_dict(settings)).items()
+        if (ref := parse_secret_ref(value)) is not None
+    }

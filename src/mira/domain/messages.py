@@ -1,0 +1,43 @@
+"""Errors of the message API, shared by the domain and the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class MessageError(Exception):
+    """A message the API refuses; `status` is the HTTP status to answer with."""
+
+    status = 400
+
+
+class InvalidMessage(MessageError):
+    """A field is missing, mistyped or out of range."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class UnknownMessageType(MessageError):
+    def __init__(self, given: object, supported: list[str]) -> None:
+        super().__init__(
+            f"type: unsupported message type {given!r}; supported types: {', '.join(supported)}"
+        )
+        self.supported = supported
+
+
+def require(data: Mapping[str, Any], field: str, kind: type, prefix: str = "data") -> Any:
+    """The field's value, or InvalidMessage naming it when missing or of the wrong type."""
+    where = f"{prefix}.{field}" if prefix else field
+    if field not in data or data[field] is None:
+        raise InvalidMessage(where, "is required")
+    value = data[field]
+    if kind is int and isinstance(value, bool):
+        raise InvalidMessage(where, "must be an integer")
+    if not isinstance(value, kind):
+        names = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+        raise InvalidMessage(where, f"must be {names.get(kind, kind.__name__)}")
+    return value
