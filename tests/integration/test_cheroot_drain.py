@@ -1,0 +1,342 @@
+"""Graceful drain of the cheroot adapter over real loopback HTTP: nothing accepted is dropped."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+import pytest
+
+from mira.adapters.cheroot_server import CherootServer, PortInUseError
+
+pytestmark = pytest.mark.integration
+
+HOST = "127.0.0.1"
+SLOW_MS = 1500
+
+
+def slow_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """`/slow?ms=N` sleeps N ms; `/boom` raises; anything else answers at once."""
+    path = environ["PATH_INFO"]
+    if path == "/boom":
+        raise RuntimeError("app failure")
+    if path == "/slow":
+        ms = int(parse_qs(environ["QUERY_STRING"]).get("ms", ["0"])[0])
+        time.sleep(ms / 1000)
+    body = f"done {path}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)
+
+
+@contextmanager
+def running_server(threads: int = 8, serve: bool = True) -> Iterator[CherootServer]:
+    server = CherootServer(slow_app, host=HOST, port=0, threads=threads)
+    server.bind()
+    loop = threading.Thread(target=server.serve_forever, name="test-serve", daemon=True)
+    if serve:
+        loop.start()
+    try:
+        yield server
+    finally:
+        server.stop(timeout=5)
+        if serve:
+            loop.join(5)
+            assert not loop.is_alive(), "serve_forever did not return after stop()"
+
+
+@dataclass
+class Reply:
+    status: int
+    connection: str | None
+    body: bytes
+
+
+def get(address: tuple[str, int], path: str, timeout: float = 10) -> Reply:
+    conn = http.client.HTTPConnection(*address, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.getheader("Connection"), resp.read())
+    finally:
+        conn.close()
+
+
+def fire(
+    pool: ThreadPoolExecutor, address: tuple[str, int], path: str, n: int
+) -> list[Future[Reply]]:
+    return [pool.submit(get, address, path) for _ in range(n)]
+
+
+def assert_refused(address: tuple[str, int]) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=2).close()
+
+
+def test_in_flight_requests_complete_and_new_connections_are_refused() -> None:
+    with running_server(threads=32) as server, ThreadPoolExecutor(32) as pool:
+        address = server.bound_address
+        assert address is not None
+        replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 32)
+        wait_until(lambda: server.in_flight == 32, 5, "32 requests in the app")
+
+        server.start_draining()
+        server.close_listener()
+        assert_refused(address)
+
+        assert server.wait_drained(timeout=10) == 0
+        results = [f.result(timeout=10) for f in replies]
+        assert [r.status for r in results] == [200] * 32
+        assert {r.connection for r in results} == {"close"}
+        assert server.in_flight == 0
+
+
+def test_keep_alive_until_draining_then_connection_close() -> None:
+    with running_server() as server:
+        address = server.bound_address
+        assert address is not None
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        try:
+            ports = []
+            for _ in range(2):
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                assert (resp.status, resp.getheader("Connection"), resp.read()) == (
+                    200,
+                    None,
+                    b"done /",
+                )
+                ports.append(conn.sock.getsockname()[1])
+            assert ports[0] == ports[1], "keep-alive connection was not reused"
+
+            server.start_draining()
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert (resp.status, resp.getheader("Connection")) == (200, "close")
+            resp.read()
+        finally:
+            conn.close()
+        # Other clients are still served while draining, each told to close.
+        assert get(address, "/").connection == "close"
+
+
+def test_requests_queued_behind_busy_workers_are_served_after_listener_closes() -> None:
+    with running_server(threads=4) as server, ThreadPoolExecutor(12) as pool:
+        address = server.bound_address
+        assert address is not None
+        replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 12)
+        wait_until(lambda: server.in_flight == 4, 5, "4 requests in the app")
+        wait_until(lambda: server._queued() == 8, 5, "8 connections queued for a worker")
+
+        server.start_draining()
+        server.close_listener()
+        assert_refused(address)
+
+        assert server.wait_drained(timeout=15) == 0
+        assert [f.result(timeout=5).status for f in replies] == [200] * 12
+
+
+def test_connections_waiting_in_the_listen_backlog_are_served_not_reset() -> None:
+    # Without a serve loop nothing accepts, so the handshakes wait in the kernel's backlog,
+    # as they do in the instant between the last accept and the close of the listener.
+    with running_server(threads=4, serve=False) as server, ThreadPoolExecutor(6) as pool:
+        address = server.bound_address
+        assert address is not None
+        replies = fire(pool, address, "/slow?ms=100", 6)
+        wait_until(lambda: _listen_queue(address[1]) == 6, 5, "6 handshakes in the backlog")
+
+        server.close_listener()
+        assert_refused(address)
+
+        assert server.wait_drained(timeout=10) == 0
+        assert [f.result(timeout=5).status for f in replies] == [200] * 6
+
+
+def test_drain_deadline_reports_the_abandoned_request_and_stop_is_bounded() -> None:
+    server = CherootServer(slow_app, host=HOST, port=0, threads=2)
+    address = server.bind()
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(get, address, "/slow?ms=4000")
+        try:
+            wait_until(lambda: server.in_flight == 1, 5, "the slow request in the app")
+            server.start_draining()
+            server.close_listener()
+
+            started = time.monotonic()
+            assert server.wait_drained(timeout=0.5) == 1
+            assert time.monotonic() - started < 0.8
+
+            started = time.monotonic()
+            server.stop(timeout=1.0)
+            assert time.monotonic() - started < 1.3
+            loop.join(2)
+            assert not loop.is_alive()
+        finally:
+            server.stop(timeout=1.0)
+            slow.exception(timeout=10)  # the worker still finishes; let it before leaving
+
+
+class Tally:
+    """Outcome counts shared by the load threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, outcome: str) -> None:
+        with self._lock:
+            self._counts[outcome] += 1
+
+    def __getitem__(self, outcome: str) -> int:
+        with self._lock:
+            return self._counts[outcome]
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._counts)
+
+
+def _client(address: tuple[str, int], stop: threading.Event, counts: Tally) -> None:
+    deadline = time.monotonic() + 15
+    for _ in range(3000):
+        if stop.is_set() or time.monotonic() > deadline:
+            return
+        try:
+            sock = socket.create_connection(address, timeout=5)
+        except ConnectionRefusedError:
+            counts.add("refused")
+            time.sleep(0.005)  # a refused client backs off briefly, as a real one would
+            continue
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        conn.sock = sock
+        try:
+            conn.request("GET", "/slow?ms=5")
+            resp = conn.getresponse()
+            resp.read()
+            counts.add("ok" if resp.status == 200 else f"status {resp.status}")
+        except OSError as exc:  # reset, EOF, timeout after an accepted connect
+            counts.add(f"failed {type(exc).__name__}")
+        except http.client.HTTPException as exc:
+            counts.add(f"failed {type(exc).__name__}")
+        finally:
+            conn.close()
+
+
+def _drain_under_load(clients: int = 4) -> Counter[str]:
+    counts = Tally()
+    stop = threading.Event()
+    with running_server(threads=8) as server:
+        address = server.bound_address
+        assert address is not None
+        workers = [
+            threading.Thread(target=_client, args=(address, stop, counts), daemon=True)
+            for _ in range(clients)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            wait_until(lambda: counts["ok"] >= 50, 10, "load to flow")
+            server.start_draining()
+            served_before_close = counts["ok"]
+            wait_until(
+                lambda: counts["ok"] >= served_before_close + 50, 10, "serving while draining"
+            )
+            server.close_listener()
+            wait_until(lambda: counts["refused"] >= 20, 10, "clients to see refusals")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(10)
+        assert server.wait_drained(timeout=5) == 0
+    return counts.snapshot()
+
+
+def test_no_accepted_request_fails_while_draining_under_load() -> None:
+    totals: Counter[str] = Counter()
+    for round_no in range(10):
+        counts = _drain_under_load()
+        failures = {k: v for k, v in counts.items() if k not in {"ok", "refused"}}
+        assert failures == {}, f"round {round_no}: {dict(counts)}"
+        totals.update(counts)
+    assert totals["ok"] >= 1000 and totals["refused"] >= 200
+
+
+def test_bind_on_a_port_in_use_names_the_address() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = CherootServer(slow_app, host=HOST, port=port)
+        with pytest.raises(PortInUseError) as info:
+            server.bind()
+    assert isinstance(info.value, OSError)
+    assert f"{HOST}:{port}" in str(info.value)
+    assert "address already in use" in str(info.value)
+
+
+def test_configured_workers_and_backlog_reach_the_server() -> None:
+    before = _worker_threads()
+    with running_server(threads=6) as server:
+        address = server.bound_address
+        assert address is not None
+        assert _worker_threads() - before == 6
+        assert _listen_backlog(address[1]) == 128
+
+
+def test_app_errors_become_500_and_the_server_keeps_serving() -> None:
+    with running_server(threads=2) as server:
+        address = server.bound_address
+        assert address is not None
+        for _ in range(4):  # more failures than workers: none of them died
+            assert get(address, "/boom").status == 500
+        assert get(address, "/").status == 200
+        # The worker closes the response just after the client has read it.
+        wait_until(lambda: server.in_flight == 0, 2, "in-flight count back to 0")
+
+
+def test_bad_settings_are_rejected_with_the_setting_named() -> None:
+    with pytest.raises(ValueError, match="threads"):
+        CherootServer(slow_app, host=HOST, port=0, threads=0)
+    with pytest.raises(ValueError, match="request_queue_size"):
+        CherootServer(slow_app, host=HOST, port=0, request_queue_size=0)
+    with pytest.raises(ValueError, match="port"):
+        CherootServer(slow_app, host=HOST, port=70000)
+
+
+def _worker_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("CP Server"))
+
+
+def _ss_listen_row(port: int) -> list[str]:
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=5
+    ).stdout.split()
+    assert out, f"no listening socket on port {port}"
+    return out
+
+
+def _listen_backlog(port: int) -> int:
+    return int(_ss_listen_row(port)[2])  # Send-Q of a listener is its backlog
+
+
+def _listen_queue(port: int) -> int:
+    return int(_ss_listen_row(port)[1])  # Recv-Q of a listener is its accept queue
