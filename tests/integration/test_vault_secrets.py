@@ -1,0 +1,310 @@
+"""The Vault secrets backend against a real OpenBao (or Vault) server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from mira.adapters.vault_secrets import VaultSecretsBackend
+from mira.domain.config.model import VaultAuthSettings, VaultSettings
+from mira.domain.ports import SecretNotFound, SecretsBackendUnavailable
+from tests.integration.openbao_server import (
+    VaultServer,
+    enable_approle,
+    mount_kv_v1,
+    openbao,
+    wait_until,
+)
+
+__all__ = ["openbao"]  # the session fixture, imported explicitly
+
+pytestmark = pytest.mark.integration
+
+GITHUB_TOKEN = "ghp_sekrit-value-0001"
+JIRA_TOKEN = "jira-sekrit-value-0002"
+ROTATED_TOKEN = "ghp_sekrit-value-0003"
+SECRET_VALUES = (GITHUB_TOKEN, JIRA_TOKEN, ROTATED_TOKEN)
+POLICY = (
+    'path "secret/data/*" { capabilities = ["read"] }\npath "kv1/*" { capabilities = ["read"] }'
+)
+
+Factory = Callable[..., VaultSecretsBackend]
+
+
+def seed(server: VaultServer) -> None:
+    """Put the test secrets (again: the dev server forgets everything on restart)."""
+    kv2 = server.client.secrets.kv.v2
+    kv2.create_or_update_secret("github-credentials", secret={"token": GITHUB_TOKEN})
+    kv2.create_or_update_secret(
+        "jira-credentials", secret={"username": "user@example.com", "api_token": JIRA_TOKEN}
+    )
+    mount_kv_v1(server, "kv1")
+    server.client.secrets.kv.v1.create_or_update_secret(
+        "github-credentials", secret={"token": GITHUB_TOKEN}, mount_point="kv1"
+    )
+
+
+def approle(server: VaultServer, **role_options: Any) -> tuple[str, str]:
+    """Create the `mira` AppRole (read-only policy); return (role_id, a fresh secret_id)."""
+    enable_approle(server)
+    server.client.sys.create_or_update_acl_policy("mira-read", POLICY)
+    server.client.auth.approle.create_or_update_approle(
+        "mira", token_policies=["mira-read"], **role_options
+    )
+    role_id = server.client.auth.approle.read_role_id("mira")["data"]["role_id"]
+    secret_id = server.client.auth.approle.generate_secret_id("mira")["data"]["secret_id"]
+    return role_id, secret_id
+
+
+def assert_no_secret_values(text: str) -> None:
+    for value in SECRET_VALUES:
+        assert value not in text
+
+
+def read_for(backend: VaultSecretsBackend, seconds: float, max_reads: int = 3000) -> list[str]:
+    """Read a secret in a loop bounded by time and count; return the errors seen."""
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+    for _ in range(max_reads):
+        if time.monotonic() >= deadline:
+            break
+        try:
+            assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+        except SecretsBackendUnavailable as exc:
+            errors.append(str(exc))
+        time.sleep(0.01)
+    return errors
+
+
+@pytest.fixture
+def vault(openbao: VaultServer) -> VaultServer:
+    seed(openbao)
+    return openbao
+
+
+@pytest.fixture
+def make_backend(vault: VaultServer) -> Iterator[Factory]:
+    made: list[VaultSecretsBackend] = []
+
+    def make(environ: dict[str, str] | None = None, **options: Any) -> VaultSecretsBackend:
+        options.setdefault("token", vault.root_token)
+        options.setdefault("timeout", 2.0)
+        backend = VaultSecretsBackend(VaultSettings(url=vault.url, **options), environ or {})
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def test_reads_whole_kv2_secret_and_one_key(make_backend: Factory) -> None:
+    backend = make_backend()
+    assert backend.get_secret("jira-credentials") == {
+        "username": "user@example.com",
+        "api_token": JIRA_TOKEN,
+    }
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+
+
+def test_reads_whole_kv1_secret_and_one_key(make_backend: Factory) -> None:
+    backend = make_backend(mount_point="kv1", kv_version=1)
+    assert backend.get_secret("github-credentials") == {"token": GITHUB_TOKEN}
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    assert backend.get_secret_version("github-credentials") is None
+
+
+def test_reports_new_kv2_version_after_rotation(vault: VaultServer, make_backend: Factory) -> None:
+    backend = make_backend()
+    before = backend.get_secret_version("github-credentials")
+    vault.client.secrets.kv.v2.create_or_update_secret(
+        "github-credentials", secret={"token": ROTATED_TOKEN}
+    )
+    assert backend.get_secret("github-credentials", "token") == ROTATED_TOKEN
+    assert before is not None
+    assert backend.get_secret_version("github-credentials") == str(int(before) + 1)
+
+
+def test_missing_path_or_key_raises_not_found_naming_it(
+    vault: VaultServer, make_backend: Factory
+) -> None:
+    for backend in (make_backend(), make_backend(mount_point="kv1", kv_version=1)):
+        with pytest.raises(SecretNotFound, match="no-such-secret") as missing_path:
+            backend.get_secret("no-such-secret", "token")
+        with pytest.raises(SecretNotFound, match=r"github-credentials.*'password'") as missing_key:
+            backend.get_secret("github-credentials", "password")
+        assert_no_secret_values(f"{missing_path.value!r} {missing_key.value!r}")
+    vault.client.secrets.kv.v2.delete_latest_version_of_secret("jira-credentials")
+    with pytest.raises(SecretNotFound, match="jira-credentials"):
+        make_backend().get_secret("jira-credentials")
+
+
+def test_approle_login_with_secret_id_from_env(vault: VaultServer, make_backend: Factory) -> None:
+    role_id, secret_id = approle(vault)
+    auth = VaultAuthSettings(method="approle", role_id=role_id, secret_id_env="MIRA_TEST_SID")
+    backend = make_backend(token=None, auth=auth, environ={"MIRA_TEST_SID": secret_id})
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    assert "approle auth" in backend.check()
+
+
+def test_approle_without_any_secret_id_names_where_to_put_it(
+    vault: VaultServer, make_backend: Factory
+) -> None:
+    role_id, _ = approle(vault)
+    backend = make_backend(token=None, auth=VaultAuthSettings(method="approle", role_id=role_id))
+    with pytest.raises(SecretsBackendUnavailable, match="secret_id_file or the VAULT_SECRET_ID"):
+        backend.get_secret("github-credentials")
+
+
+def test_forbidden_read_logs_in_again_rereading_secret_id_file(
+    vault: VaultServer, make_backend: Factory, tmp_path: Path
+) -> None:
+    role_id, secret_id = approle(vault)
+    sid_file = tmp_path / "secret-id"
+    sid_file.write_text(secret_id + "\n")
+    auth = VaultAuthSettings(method="approle", role_id=role_id, secret_id_file=str(sid_file))
+    backend = make_backend(token=None, auth=auth)
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    # Rotate the secret_id and revoke every AppRole token: the next read meets a 403.
+    new_sid = vault.client.auth.approle.generate_secret_id("mira")["data"]["secret_id"]
+    sid_file.write_text(new_sid)
+    vault.client.auth.approle.destroy_secret_id("mira", secret_id)
+    vault.client.sys.revoke_prefix("auth/approle/login")
+    with capture_logs() as logs:
+        assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    assert [e["reason"] for e in logs if e["event"] == "vault_login"] == ["forbidden"]
+
+
+def test_short_ttl_token_is_renewed_for_ten_ttls_without_errors(
+    vault: VaultServer, make_backend: Factory
+) -> None:
+    role_id, secret_id = approle(vault, token_ttl="2s", token_max_ttl="120s")
+    auth = VaultAuthSettings(method="approle", role_id=role_id, secret_id=secret_id)
+    backend = make_backend(token=None, auth=auth)
+    with capture_logs() as logs:
+        backend.start()
+        errors = read_for(backend, seconds=21.0)
+        ttl = backend.token_ttl_seconds()
+    assert errors == []
+    assert ttl is not None and 0 < ttl <= 2
+    assert sum(e["event"] == "vault_token_renewed" for e in logs) >= 10
+    assert [e["reason"] for e in logs if e["event"] == "vault_login"] == ["startup"]
+
+
+def test_token_at_max_ttl_is_replaced_by_a_new_approle_login(
+    vault: VaultServer, make_backend: Factory
+) -> None:
+    role_id, secret_id = approle(vault, token_ttl="2s", token_max_ttl="4s")
+    auth = VaultAuthSettings(method="approle", role_id=role_id, secret_id=secret_id)
+    backend = make_backend(token=None, auth=auth)
+    with capture_logs() as logs:
+        backend.start()
+        errors = read_for(backend, seconds=9.0)
+    assert errors == []
+    relogins = [e for e in logs if e["event"] == "vault_login" and e["reason"] != "startup"]
+    assert len(relogins) >= 2
+    assert {e["reason"] for e in relogins} <= {"max_ttl", "renewal_refused", "not_renewable"}
+
+
+def test_token_auth_past_max_ttl_logs_error_then_reports_unavailable(
+    vault: VaultServer, make_backend: Factory
+) -> None:
+    vault.client.sys.create_or_update_acl_policy("mira-read", POLICY)
+    token = vault.client.auth.token.create(
+        policies=["mira-read"], ttl="2s", explicit_max_ttl="3s", renewable=True
+    )["auth"]["client_token"]
+    backend = make_backend(token=token)
+    with capture_logs() as logs:
+        backend.start()
+        assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+        assert wait_until(lambda: bool(read_for(backend, seconds=0.1)), timeout=8.0)
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert errors and errors[0]["event"] in (
+        "vault_token_near_max_ttl",
+        "vault_token_renewal_refused",
+    )
+    with pytest.raises(SecretsBackendUnavailable, match="permission denied") as failure:
+        backend.get_secret("github-credentials", "token")
+    assert token not in str(failure.value)
+    assert all(token not in repr(e) for e in logs)
+
+
+def test_wrong_token_gives_clear_error(make_backend: Factory) -> None:
+    backend = make_backend(token="s.not-a-real-token")
+    with pytest.raises(SecretsBackendUnavailable, match="token login failed: permission denied"):
+        backend.check()
+    with pytest.raises(SecretsBackendUnavailable, match="permission denied") as failure:
+        backend.get_secret("github-credentials", "token")
+    assert "s.not-a-real-token" not in str(failure.value)
+
+
+def test_stopped_server_is_unavailable_promptly_then_recovers(
+    vault: VaultServer, make_backend: Factory
+) -> None:
+    backend = make_backend(timeout=2.0)
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    vault.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(SecretsBackendUnavailable, match="connection failed") as failure:
+            backend.get_secret("github-credentials", "token")
+        assert time.monotonic() - started < 3.0
+        with pytest.raises(SecretsBackendUnavailable):
+            backend.check()
+        assert_no_secret_values(str(failure.value))
+    finally:
+        vault.start()
+    seed(vault)
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    assert "unsealed" in backend.check()
+
+
+def test_sealed_server_is_reported_as_sealed(vault: VaultServer, make_backend: Factory) -> None:
+    backend = make_backend()
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    vault.client.sys.seal()
+    try:
+        with pytest.raises(SecretsBackendUnavailable, match="sealed"):
+            backend.check()
+        with pytest.raises(SecretsBackendUnavailable):
+            backend.get_secret("github-credentials", "token")
+    finally:
+        vault.stop()
+        vault.start()
+
+
+def test_no_secret_value_or_token_in_logs(vault: VaultServer, make_backend: Factory) -> None:
+    role_id, secret_id = approle(vault, token_ttl="2s", token_max_ttl="3s")
+    auth = VaultAuthSettings(method="approle", role_id=role_id, secret_id=secret_id)
+    backend = make_backend(token=None, auth=auth)
+    with capture_logs() as logs:
+        backend.start()
+        read_for(backend, seconds=4.0)
+        with pytest.raises(SecretNotFound):
+            backend.get_secret("github-credentials", "nope")
+    assert any(e["event"] == "vault_login" for e in logs)
+    text = repr(logs)
+    assert_no_secret_values(text)
+    assert secret_id not in text
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"token": None}, "token .* is required for token auth"),
+        ({"auth": VaultAuthSettings(method="approle")}, "role_id is required"),
+        ({"auth": VaultAuthSettings(method="kubernetes")}, "auth.role is required"),
+        ({"url": "vault.example.com:8200"}, "must start with http"),
+    ],
+)
+def test_incomplete_settings_are_rejected_naming_the_key(
+    options: dict[str, Any], problem: str
+) -> None:
+    settings = VaultSettings(**{"token": "s.x", **options})
+    with pytest.raises(ValueError, match=problem):
+        VaultSecretsBackend(settings, {})
