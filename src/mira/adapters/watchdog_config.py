@@ -202,7 +202,9 @@ class ConfigWatcher:
         if debounce < 0:
             raise ValueError(f"config watcher debounce must be >= 0 seconds, got {debounce!r}")
         self._path = path
-        self._dir = os.path.dirname(os.path.abspath(path))
+        self._abs_path = os.path.abspath(path)
+        self._own_paths = frozenset({self._abs_path})
+        self._dir = os.path.dirname(self._abs_path)
         self._data_link = os.path.join(self._dir, "..data")
         self._on_change = on_change
         self._poll_interval = poll_interval
@@ -238,6 +240,10 @@ class ConfigWatcher:
         self._stopping.clear()
         if self._use_events:
             self._attach_observer()
+        # Compare now, so that a write racing with start() is judged by its events, not by a
+        # read the worker thread would make at an arbitrary moment later.
+        self._signature = _signature(self._path, self._data_link)
+        self._full_pending = read_config_file(self._path).digest != self._last_digest
         self._last_poll = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="mira-config-watcher", daemon=True)
         self._thread.start()
@@ -291,20 +297,23 @@ class ConfigWatcher:
 
     def _on_event(self, event: FileSystemEvent) -> None:
         now = time.monotonic()
+        kind = type(event)
+        # A created or modified config file is being written in place: wait for the writer.
+        writing = kind in (FileModifiedEvent, FileCreatedEvent)
+        own = writing and os.fsdecode(event.src_path) in self._own_paths
         with self._lock:
             self._hot_until = now + HOT_WINDOW
-            if type(event) is FileModifiedEvent:  # an in-place write may still be going on
+            if own:
                 if self._debounce_due is None:
                     self._debounce_first = now
                 cap = self._debounce_first + MAX_DEBOUNCE_FACTOR * self._debounce
                 self._debounce_due = min(now + self._debounce, cap)
-            else:
+            elif kind is not FileModifiedEvent:  # other files' writes only get stat checks
                 self._full_pending = True
                 self._debounce_due = None
         self._wake.set()
 
     def _run(self) -> None:
-        self._safely(self._full_check, time.monotonic())
         while not self._stopping.is_set():
             self._wake.wait(self._wait_time(time.monotonic()))
             self._wake.clear()
@@ -375,6 +384,7 @@ class ConfigWatcher:
         with self._check_lock:
             # Taken before the read, so a change during the read still shows as a difference.
             self._signature = _signature(self._path, self._data_link)
+            self._own_paths = frozenset({self._abs_path, os.path.realpath(self._abs_path)})
             snapshot = read_config_file(self._path)
             if snapshot.digest == self._last_digest:
                 self._error_due = None
