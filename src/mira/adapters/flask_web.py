@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from mira.adapters.prometheus_metrics import Metrics
 from mira.adapters.structlog_logging import REDACTOR, current_correlation_id
@@ -22,6 +23,21 @@ from mira.service_layer.messages import MessageHandlers
 #: Extra /ready sections: name -> callable returning (ok, details)
 ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
 log = structlog.get_logger("mira.app")
+
+
+class _Request(Request):
+    """Publishes the matched route template into the WSGI environ for the metrics middleware."""
+
+    _rule: Rule | None = None
+
+    @property
+    def url_rule(self) -> Rule | None:
+        return self._rule
+
+    @url_rule.setter
+    def url_rule(self, rule: Rule | None) -> None:
+        self._rule = rule
+        self.environ["mira.route"] = rule.rule if rule is not None else None
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -42,6 +58,7 @@ def create_app(
     readiness_checks: dict[str, ReadinessCheck] | None = None,
 ) -> Flask:
     app = Flask("mira")
+    app.request_class = _Request
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     checks = readiness_checks if readiness_checks is not None else {}
 

@@ -61,9 +61,7 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - started
             status = int(status_line[:3])
-            request = environ.get("werkzeug.request")
-            rule = getattr(request, "url_rule", None)
-            route = rule.rule if rule is not None else "<unmatched>"
+            route = environ.get("mira.route") or "<unmatched>"
             method = environ.get("REQUEST_METHOD", "GET")
             self.metrics.observe_request(method, route, status, elapsed)
             path = environ.get("PATH_INFO", "")

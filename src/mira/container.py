@@ -1,0 +1,163 @@
+"""The composition root: one dependency-injector container wires every adapter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from mira.adapters import structlog_logging
+from mira.adapters.env_secrets import EnvSecretsBackend
+from mira.adapters.flask_web import create_app
+from mira.adapters.memory_journal import InMemoryJournal
+from mira.adapters.prometheus_metrics import Metrics
+from mira.adapters.system_clock import SystemClock, UuidIds
+from mira.domain import events as ev
+from mira.domain.config.model import FileSecretsSettings, KubernetesSecretsSettings, Settings, VaultSettings
+from mira.domain.ports import SecretsBackend
+from mira.service_layer.bus import MessageBus
+from mira.service_layer.config_reload import ConfigReloader, ConfigSubscriptions
+from mira.service_layer.messages import default_handlers
+from mira.service_layer.runtime import Runtime
+from mira.service_layer.secrets import SecretsManager
+from mira.service_layer.shutdown import ShutdownHooks
+
+BUILTIN_BACKENDS = ("env", "vault", "kubernetes", "file")
+
+
+def backend_key(settings: Settings) -> str:
+    name = settings.secrets.backend
+    return name if name in BUILTIN_BACKENDS else "custom"
+
+
+def _vault(settings: VaultSettings, environ: Mapping[str, str]) -> SecretsBackend:
+    from mira.adapters.vault_secrets import VaultSecretsBackend
+
+    return VaultSecretsBackend(settings, environ)
+
+
+def _kubernetes(settings: KubernetesSecretsSettings, environ: Mapping[str, str]) -> SecretsBackend:
+    from mira.adapters.kubernetes_secrets import KubernetesSecretsBackend
+
+    return KubernetesSecretsBackend(settings, environ)
+
+
+def _file(settings: FileSecretsSettings) -> SecretsBackend:
+    from mira.adapters.file_secrets import FileSecretsBackend
+
+    return FileSecretsBackend(settings)
+
+
+def load_backend_class(dotted: str) -> SecretsBackend:
+    """`package.module.Class` or `package.module:Class`, a SecretsBackend subclass built without args."""
+    module_name, sep, attr = dotted.partition(":")
+    if not sep:
+        module_name, _, attr = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"secrets.backend: cannot load {dotted!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, SecretsBackend)):
+        raise ValueError(f"secrets.backend: {dotted!r} is not a SecretsBackend subclass")
+    return cls()
+
+
+def _event_metrics(metrics: Metrics) -> Callable[[ev.Event], None]:
+    results = {ev.ConfigLoaded: "applied", ev.ConfigChanged: "applied",
+               ev.ConfigRejected: "rejected", ev.ConfigUnchanged: "unchanged"}
+
+    def observe(event: ev.Event) -> None:
+        metrics.events.labels(event.name).inc()
+        result = results.get(type(event))
+        if result is not None:
+            metrics.config_reloads.labels(result).inc()
+        if isinstance(event, ev.Stopped):
+            for phase, seconds in event.phase_durations:
+                metrics.shutdown_phase_seconds.labels(phase).set(seconds)
+
+    return observe
+
+
+def _bus(journal: InMemoryJournal, metrics: Metrics) -> MessageBus:
+    bus = MessageBus(journal)
+    bus.on_state(metrics.observe_state)
+    return bus
+
+
+def _secrets_manager(backend: SecretsBackend, bus: MessageBus, clock: SystemClock, ids: UuidIds,
+                     metrics: Metrics) -> SecretsManager:
+    return SecretsManager(
+        backend, bus.submit, clock, ids,
+        on_values=structlog_logging.REDACTOR.set_secrets,
+        on_fetch=lambda name, ok: metrics.secret_refresh.labels(name, "ok" if ok else "error").inc(),
+    )
+
+
+def _watcher_factory() -> Callable[..., Any]:
+    from mira.adapters.watchdog_config import ConfigWatcher
+
+    return ConfigWatcher
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _server(app: Any, settings: Settings) -> Any:
+    from mira.adapters.cheroot_server import CherootServer
+
+    s = settings.server
+    return CherootServer(app, host=s.host, port=s.port, threads=s.threads,
+                         request_queue_size=s.request_queue_size)
+
+
+class Container(containers.DeclarativeContainer):
+    """Override any provider (`container.secrets_backend.override(...)`) to swap an adapter."""
+
+    settings = providers.Object(Settings())
+    config_path = providers.Object("config.json")
+    environ = providers.Object(os.environ)
+
+    clock = providers.Singleton(SystemClock)
+    ids = providers.Singleton(UuidIds)
+    journal = providers.Singleton(InMemoryJournal, maxlen=10_000)
+    metrics = providers.Singleton(Metrics)
+    bus = providers.Singleton(_bus, journal, metrics)
+
+    secrets_backend = providers.Selector(
+        providers.Callable(backend_key, settings),
+        env=providers.Singleton(EnvSecretsBackend, environ),
+        vault=providers.Singleton(_vault, settings.provided.secrets.vault, environ),
+        kubernetes=providers.Singleton(_kubernetes, settings.provided.secrets.kubernetes, environ),
+        file=providers.Singleton(_file, settings.provided.secrets.file),
+        custom=providers.Singleton(load_backend_class, settings.provided.secrets.backend),
+    )
+    secrets = providers.Singleton(_secrets_manager, secrets_backend, bus, clock, ids, metrics)
+
+    subscriptions = providers.Singleton(ConfigSubscriptions)
+    watcher_factory = providers.Callable(_watcher_factory)
+    reloader = providers.Singleton(
+        ConfigReloader, config_path, bus.provided.submit, clock, ids, environ, subscriptions,
+        watcher_factory, resolve=secrets.provided.resolve,
+    )
+
+    message_handlers = providers.Singleton(default_handlers, today=providers.Object(_today))
+    readiness_checks = providers.Dict()
+    web_app = providers.Singleton(
+        create_app, bus, metrics, message_handlers,
+        max_body_bytes=settings.provided.server.max_body_bytes,
+        readiness_checks=readiness_checks,
+    )
+    server = providers.Factory(_server, web_app, settings)
+    shutdown_hooks = providers.Singleton(ShutdownHooks)
+    runtime = providers.Singleton(
+        Runtime,
+        bus=bus, secrets=secrets, reloader=reloader, hooks=shutdown_hooks,
+        server_factory=server.provider, clock=clock, ids=ids,
+        apply_logging=providers.Object(structlog_logging.apply_logging_settings),
+        observers=providers.List(providers.Callable(_event_metrics, metrics)),
+    )

@@ -1,0 +1,57 @@
+"""The `mira` command: `mira serve`, `mira config check`, `mira doctor`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from mira.adapters.watchdog_config import read_config_file
+from mira.domain.config.loading import load_settings
+from mira.domain.config.masking import masked_dict
+
+
+def config_check(path: str) -> int:
+    """Exit 0 printing the effective config (secrets masked), or 1 listing every error."""
+    snapshot = read_config_file(path)
+    if snapshot.text is None:
+        print(f"{path}: invalid\n  - {snapshot.error}", file=sys.stderr)
+        return 1
+    result = load_settings(snapshot.text, path, os.environ)
+    if result.settings is None:
+        print(f"{path}: invalid ({len(result.errors)} errors)", file=sys.stderr)
+        for error in result.errors:
+            print(f"  - {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(masked_dict(result.settings, mask_refs=True), indent=2))
+    print(f"{path}: valid", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mira", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("config", nargs="?", default="config.json")
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    check = config_sub.add_parser("check", help="validate and print the effective config")
+    check.add_argument("config")
+    doctor = sub.add_parser("doctor", help="check every configured backend and integration")
+    doctor.add_argument("config")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from mira.entrypoints.web import serve as run
+
+        return run(args.config)
+    if args.command == "config":
+        return config_check(args.config)
+    from mira.entrypoints.doctor import doctor as run_doctor
+
+    return run_doctor(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
