@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime
+import json
 import os
 import shutil
 import signal
@@ -10,15 +13,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
 import hvac
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT_TOKEN = "root"
 START_TIMEOUT = 20.0
@@ -177,9 +186,123 @@ def enable_approle(server: VaultServer, path: str = "approle") -> str:
     return path
 
 
+class TokenReviewServer:
+    """The one Kubernetes endpoint the `kubernetes` auth method calls: POST .../tokenreviews.
+
+    It authenticates exactly the JWTs made by `service_account_jwt` and records each review.
+    """
+
+    def __init__(self) -> None:
+        self.valid: dict[str, tuple[str, str, str]] = {}  # jwt -> (namespace, name, uid)
+        self.reviewed: list[str] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _review_handler(self))
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def service_account_jwt(self, name: str = "mira", namespace: str = "default") -> str:
+        """A projected service-account token (unsigned: only the TokenReview vouches for it)."""
+        uid = f"uid-{len(self.valid)}"
+        now = int(time.time())
+        claims = {
+            "iss": "https://kubernetes.default.svc",
+            "aud": ["openbao"],
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "sub": f"system:serviceaccount:{namespace}:{name}",
+            "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": uid}},
+        }
+        jwt = ".".join([_b64({"alg": "RS256", "typ": "JWT"}), _b64(claims), _b64("unsigned")])
+        self.valid[jwt] = (namespace, name, uid)
+        return jwt
+
+    def review(self, spec: dict[str, Any]) -> dict[str, Any]:
+        token = str(spec.get("token", ""))
+        self.reviewed.append(token)
+        if token not in self.valid:
+            return {"authenticated": False, "error": "token not found"}
+        namespace, name, uid = self.valid[token]
+        user = {"username": f"system:serviceaccount:{namespace}:{name}", "uid": uid}
+        return {"authenticated": True, "user": user, "audiences": spec.get("audiences") or []}
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def _review_handler(server: TokenReviewServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            spec = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["spec"]
+            review = {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "status": server.review(spec),
+            }
+            body = json.dumps(review).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def _b64(value: object) -> str:
+    raw = value.encode() if isinstance(value, str) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _throwaway_ca_pem() -> str:
+    """The auth method insists on a CA certificate; over plain HTTP it is never used."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mira-test-ca")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def enable_kubernetes_auth(server: VaultServer, reviewer: TokenReviewServer) -> str:
+    """Enable the `kubernetes` auth method pointed at `reviewer` (idempotent); return its path."""
+    if "kubernetes/" not in server.client.sys.list_auth_methods()["data"]:
+        server.client.sys.enable_auth_method("kubernetes")
+    server.client.auth.kubernetes.configure(
+        kubernetes_host=reviewer.url,
+        kubernetes_ca_cert=_throwaway_ca_pem(),
+        token_reviewer_jwt="reviewer-token",
+        disable_local_ca_jwt=True,
+    )
+    return "kubernetes"
+
+
+@pytest.fixture
+def token_review() -> Iterator[TokenReviewServer]:
+    reviewer = TokenReviewServer()
+    try:
+        yield reviewer
+    finally:
+        reviewer.close()
+
+
 @contextlib.contextmanager
-def running_vault() -> Iterator[VaultServer]:
-    container = docker_vault()
+def running_vault(prefer_docker: bool = True) -> Iterator[VaultServer]:
+    container = docker_vault() if prefer_docker else None
     if container is not None:
         try:
             container.start()
@@ -200,4 +323,11 @@ def running_vault() -> Iterator[VaultServer]:
 def openbao() -> Iterator[VaultServer]:
     """A running Vault-API server (dev mode, root token `root`, KV v2 at `secret/`)."""
     with running_vault() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def openbao_process() -> Iterator[VaultServer]:
+    """Always the local `bao` binary: needed where OpenBao must reach servers on 127.0.0.1."""
+    with running_vault(prefer_docker=False) as server:
         yield server

@@ -14,14 +14,18 @@ from mira.adapters.vault_secrets import VaultSecretsBackend
 from mira.domain.config.model import VaultAuthSettings, VaultSettings
 from mira.domain.ports import SecretNotFound, SecretsBackendUnavailable
 from tests.integration.openbao_server import (
+    TokenReviewServer,
     VaultServer,
     enable_approle,
+    enable_kubernetes_auth,
     mount_kv_v1,
     openbao,
+    openbao_process,
+    token_review,
     wait_until,
 )
 
-__all__ = ["openbao"]  # the session fixture, imported explicitly
+__all__ = ["openbao", "openbao_process", "token_review"]  # fixtures, imported explicitly
 
 pytestmark = pytest.mark.integration
 
@@ -308,3 +312,63 @@ def test_incomplete_settings_are_rejected_naming_the_key(
     settings = VaultSettings(**{"token": "s.x", **options})
     with pytest.raises(ValueError, match=problem):
         VaultSecretsBackend(settings, {})
+
+
+@pytest.fixture
+def kube_backend(
+    openbao_process: VaultServer, token_review: TokenReviewServer, tmp_path: Path
+) -> Iterator[tuple[VaultSecretsBackend, Path]]:
+    server = openbao_process
+    seed(server)
+    server.client.sys.create_or_update_acl_policy("mira-read", POLICY)
+    enable_kubernetes_auth(server, token_review)
+    server.client.auth.kubernetes.create_role(
+        "mira",
+        bound_service_account_names=["mira"],
+        bound_service_account_namespaces=["default"],
+        policies=["mira-read"],
+        ttl="60s",
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(token_review.service_account_jwt())
+    auth = VaultAuthSettings(method="kubernetes", role="mira", token_file=str(token_file))
+    settings = VaultSettings(url=server.url, auth=auth, timeout=2.0)
+    backend = VaultSecretsBackend(settings, {})
+    try:
+        yield backend, token_file
+    finally:
+        backend.close()
+
+
+def test_kubernetes_login_reads_and_rereads_rotated_token_file(
+    openbao_process: VaultServer,
+    token_review: TokenReviewServer,
+    kube_backend: tuple[VaultSecretsBackend, Path],
+) -> None:
+    backend, token_file = kube_backend
+    assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    assert "kubernetes auth" in backend.check()
+    # The kubelet rotates the projected token; the old one stops being valid.
+    old_jwt = token_file.read_text()
+    new_jwt = token_review.service_account_jwt()
+    token_file.write_text(new_jwt)
+    del token_review.valid[old_jwt]
+    openbao_process.client.sys.revoke_prefix("auth/kubernetes/login")
+    with capture_logs() as logs:
+        assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    assert token_review.reviewed[-1] == new_jwt
+    assert [e["reason"] for e in logs if e["event"] == "vault_login"] == ["forbidden"]
+    assert new_jwt not in repr(logs)
+
+
+def test_kubernetes_login_with_rejected_token_is_a_clear_error(
+    token_review: TokenReviewServer, kube_backend: tuple[VaultSecretsBackend, Path]
+) -> None:
+    backend, token_file = kube_backend
+    token_file.write_text("not-a-valid.service-account.jwt")
+    with pytest.raises(SecretsBackendUnavailable, match="kubernetes login failed") as failure:
+        backend.get_secret("github-credentials", "token")
+    assert "not-a-valid" not in str(failure.value)
+    token_file.unlink()
+    with pytest.raises(SecretsBackendUnavailable, match=r"cannot read auth\.token_file"):
+        backend.check()
