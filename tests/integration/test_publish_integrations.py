@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -164,6 +165,19 @@ def test_a_rejected_token_gives_a_clear_error_without_the_token(github: FakeGith
     assert bad not in repr(logs)
     assert len(github.calls) == 1  # a 401 is not retried
     assert _gh_client(github, NEW).check().startswith("github ok: authenticated as mira-bot")
+
+
+def test_an_unreachable_server_gives_up_after_the_retries_with_a_clear_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    settings = GithubSettings(enabled=True, base_url=f"http://127.0.0.1:{port}", max_retries=2)
+    slept: list[float] = []
+    client = GithubClient(settings, OLD, sleep=slept.append)
+    with pytest.raises(IntegrationError) as caught:
+        _publish_gh(ClientHolder(client))
+    assert str(caught.value) == f"github: ConnectionError talking to http://127.0.0.1:{port}"
+    assert len(slept) == 2
 
 
 def test_jira_cloud_publish_creates_epics_and_tasks_once(jira: FakeJira) -> None:

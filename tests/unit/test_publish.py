@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from mira.adapters.github_integration import GithubClient, github_client_from_settings
 from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy, parse_retry_after
@@ -356,6 +357,16 @@ def test_post_is_not_repeated_after_an_ambiguous_failure() -> None:
     assert len(session.sent) == 1
     caller, session, _ = _caller([_response(503), _response(201)])
     assert caller.request("POST", "http://127.0.0.1/issues").status_code == 201
+
+
+def test_post_is_repeated_when_the_connection_was_never_made() -> None:
+    refused = requests.ConnectionError(MaxRetryError(None, "/", NewConnectionError(None, "no")))  # type: ignore[arg-type]
+    caller, session, _ = _caller([refused, _response(201)])
+    assert caller.request("POST", "http://127.0.0.1/issues").status_code == 201
+    caller, session, _ = _caller([requests.ConnectionError("reset by peer"), _response(201)])
+    with pytest.raises(IntegrationError, match="ConnectionError"):
+        caller.request("POST", "http://127.0.0.1/issues")
+    assert len(session.sent) == 1
 
 
 def test_github_rate_limit_403_is_waited_out() -> None:

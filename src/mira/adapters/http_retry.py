@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import requests
 import structlog
+from urllib3.exceptions import NewConnectionError
 
 log = structlog.get_logger("mira.integrations")
 
@@ -65,11 +66,19 @@ def parse_retry_after(value: str, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def retryable(status: int | None, idempotent: bool) -> bool:
-    """None stands for a connection error or timeout."""
+def retryable(status: int | None, idempotent: bool, sent: bool = True) -> bool:
+    """None stands for a connection error or timeout; `sent` False: no connection was made."""
+    if not sent:
+        return True
     if status is None or status == 429 or status >= 500:
         return idempotent or status in SAFE_TO_REPEAT
     return False
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Connection refused or connect timeout: the server cannot have acted on the request."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -132,10 +141,10 @@ class Caller:
         idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         attempt = 0
         while True:
-            status, response, problem = self._send_once(method, url, kwargs)
+            status, response, problem, sent = self._send_once(method, url, kwargs)
             if response is not None and status is not None and status < 400:
                 return response
-            if attempt >= self.policy.max_retries or not retryable(status, idempotent):
+            if attempt >= self.policy.max_retries or not retryable(status, idempotent, sent):
                 raise IntegrationError(self.integration, status, self._describe(status, problem))
             hint = _retry_hint(response, self.clock()) if response is not None else None
             wait = self.policy.delay(attempt, hint, self.clock())
@@ -153,20 +162,21 @@ class Caller:
 
     def _send_once(
         self, method: str, url: str, kwargs: dict[str, Any]
-    ) -> tuple[int | None, requests.Response | None, str]:
-        """One attempt as (status or None, response or None, problem text)."""
+    ) -> tuple[int | None, requests.Response | None, str, bool]:
+        """One attempt as (status or None, response or None, problem text, request sent)."""
         try:
             response = self.session.request(
                 method, url, headers=self.headers, timeout=self.timeout, **kwargs
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            return None, None, f"{type(exc).__name__} talking to {_origin(url)}"
+            problem = f"{type(exc).__name__} talking to {_origin(url)}"
+            return None, None, problem, not _never_sent(exc)
         status = response.status_code
         if status < 400:
-            return status, response, ""
+            return status, response, "", True
         if status == 403 and _rate_limited(response):
             status = 429  # GitHub's primary and secondary rate limits answer 403
-        return status, response, f"{_path(url)}: {_error_text(response)}"
+        return status, response, f"{_path(url)}: {_error_text(response)}", True
 
     def _describe(self, status: int | None, problem: str) -> str:
         if status == 401:
