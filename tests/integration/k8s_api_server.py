@@ -286,6 +286,7 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = self.socket.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body: 2 writes
         # The TLS handshake runs in the handler thread, not in the accept loop.
         return self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), addr
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from mira.adapters.file_secrets import FileSecretsBackend
 from mira.domain.config.model import FileSecretsSettings
@@ -131,13 +132,16 @@ def test_volume_rotation_reaches_on_change_once_per_rotation(
     changes = Changes()
     stop = backend.watch(["db-credentials"], changes)
     try:
-        for n in (1, 2, 3):
-            started = time.monotonic()
-            volume.publish({"username": f"user-{n}", "password": f"pass-{n}"})
-            wait_until(lambda n=n: changes.count() == n, timeout=1.0)  # type: ignore[misc]
-            assert time.monotonic() - started < 1.0
-            assert backend.get_secret("db-credentials", "password") == f"pass-{n}"
+        with capture_logs() as logs:
+            for n in (1, 2, 3):
+                started = time.monotonic()
+                volume.publish({"username": f"user-{n}", "password": f"pass-{n}"})
+                wait_until(lambda n=n: changes.count() == n, timeout=1.0)  # type: ignore[misc]
+                assert time.monotonic() - started < 1.0
+                assert backend.get_secret("db-credentials", "password") == f"pass-{n}"
         assert changes.paths == ["db-credentials"] * 3
+        assert {e["event"] for e in logs} == {"file_secret_changed"}
+        assert "pass-" not in repr(logs)
     finally:
         stop()
     assert not [t for t in threading.enumerate() if t.name == "mira-file-secrets"]

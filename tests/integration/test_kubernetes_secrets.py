@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from mira.adapters.kubernetes_secrets import KubernetesSecretsBackend
 from mira.domain.config.model import KubernetesSecretsSettings
@@ -131,10 +132,13 @@ def test_rotation_reaches_on_change_and_get_secret_within_a_second(
     try:
         wait_until(lambda: kube_api.open_watch_count() == 1)
         started = time.monotonic()
-        kube_api.put_secret("github-credentials", {"token": "rotated-2", "user": "mira-bot"})
-        wait_until(lambda: changes.count() == 1, timeout=1.0)
+        with capture_logs() as logs:
+            kube_api.put_secret("github-credentials", {"token": "rotated-2", "user": "mira-bot"})
+            wait_until(lambda: changes.count() == 1, timeout=1.0)
         assert time.monotonic() - started < 1.0
         assert changes.paths == ["github-credentials"]
+        assert [e["event"] for e in logs] == ["kubernetes_secret_changed"]
+        assert "rotated-2" not in repr(logs)
         reads_before = kube_api.count_requests(watch=False)
         assert backend.get_secret("github-credentials", "token") == "rotated-2"
         assert kube_api.count_requests(watch=False) == reads_before  # served from the watch cache

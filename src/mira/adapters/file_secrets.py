@@ -189,7 +189,7 @@ class _DirectoryWatch:
     ) -> None:
         self._backend, self._paths, self._on_change = backend, paths, on_change
         self._dirty, self._stopping = threading.Event(), threading.Event()
-        self._digests = {p: self._digest(p) for p in paths}
+        self._digests = {p: self._initial_digest(p) for p in paths}
         self._observer = Observer()
         self._thread = threading.Thread(target=self._run, name="mira-file-secrets", daemon=True)
 
@@ -238,6 +238,13 @@ class _DirectoryWatch:
                 self._on_change(path)
             except Exception:
                 log.exception("file_secret_on_change_failed", path=path)
+
+    def _initial_digest(self, path: str) -> str | None:
+        try:
+            return self._digest(path)
+        except SecretsBackendUnavailable as exc:
+            log.warning("file_secret_unreadable", path=path, error=str(exc))
+            return "unreadable"  # the first good read then counts as a change
 
     def _digest(self, path: str) -> str | None:
         try:

@@ -214,6 +214,8 @@ class _WatchGroup:
             for event in events:
                 if self._stopping.is_set():
                     break
+                if not isinstance(event, dict):
+                    continue  # a blank keep-alive line
                 raw = event["raw_object"]
                 if event["type"] in ("ADDED", "MODIFIED"):
                     self._apply(ref, path, _decode(ref, raw.get("data")))
