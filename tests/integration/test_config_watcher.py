@@ -281,15 +281,19 @@ def test_a_failing_callback_is_logged_and_the_watcher_goes_on(config_file: Path)
 
 def test_logs_never_contain_the_file_content(config_file: Path) -> None:
     secret = "s3cr3t-value-that-must-not-leak"
-    watcher = ConfigWatcher(str(config_file), lambda _: None)
+    recorder = Recorder()
+    digest = read_config_file(str(config_file)).digest
+    watcher = ConfigWatcher(str(config_file), recorder, initial_digest=digest)
     with capture_logs() as logs:
         watcher.start()
         try:
             atomic_save(config_file, json.dumps({"token": secret}))
+            assert recorder.wait_for_text(json.dumps({"token": secret}))
+            config_file.write_bytes(b"\xef\xbb\xbf" + secret.encode())
             assert wait_until(lambda: len(logs) >= 2, DELIVERY_TIMEOUT)
         finally:
             watcher.stop()
-    assert logs
+    assert [entry["event"] for entry in logs] == ["config file changed", "config file unreadable"]
     assert all(secret not in repr(entry) for entry in logs)
 
 
