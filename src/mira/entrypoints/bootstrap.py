@@ -15,6 +15,7 @@ from mira.adapters.watchdog_config import ConfigSnapshot, read_config_file
 from mira.container import Container
 from mira.domain.config.loading import load_settings
 from mira.domain.config.model import Settings
+from mira.utils.secrets_manager import current_container, set_current_container
 
 
 class BootstrapError(Exception):
@@ -48,10 +49,14 @@ def bootstrap(path: str, environ: Mapping[str, str] | None = None,
             configure_logging(result.settings.logging, default_correlation_id=boot_id)
         except OSError as exc:
             raise BootstrapError(f"logging.file: {exc.strerror or exc}") from None
-    container = container or Container()
+    container = container or current_container()
     container.settings.override(providers.Object(result.settings))
     container.config_path.override(providers.Object(path))
     container.environ.override(providers.Object(env))
+    # A manager made earlier by get_secrets_manager() keeps its callbacks but gets the backend
+    # these settings choose.
+    container.secrets().backend = container.secrets_backend()
+    set_current_container(container)
     return Boot(container, result.settings, snapshot, boot_id)
 
 

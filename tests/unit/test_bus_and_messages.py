@@ -1,0 +1,92 @@
+"""The message bus (decide, journal, then handlers) and the message handler registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+
+import pytest
+
+from mira.domain import commands as cmd
+from mira.domain import events as ev
+from mira.domain.messages import InvalidMessage, UnknownMessageType
+from mira.service_layer.bus import MessageBus
+from mira.service_layer.messages import default_handlers
+from mira.testing import RecordingJournal
+
+
+def apply(data: object) -> cmd.ApplyConfig:
+    return cmd.ApplyConfig(correlation_id="c", at=1.0, source="c.json", text=json.dumps(data))
+
+
+def test_events_are_journaled_before_handlers_run_and_state_is_updated() -> None:
+    journal = RecordingJournal()
+    bus = MessageBus(journal)
+    seen: list[int] = []
+    bus.subscribe(ev.ConfigLoaded, lambda e: seen.append(len(journal.events)))
+    events = bus.process_inline(apply({}))
+    assert [type(e) for e in events] == [ev.ConfigLoaded]
+    assert seen == [1]
+    assert bus.state.config_generation == 1
+
+
+def test_a_failing_handler_stops_neither_the_others_nor_the_bus() -> None:
+    bus = MessageBus(RecordingJournal())
+    calls: list[str] = []
+
+    def broken(event: ev.Event) -> None:
+        raise RuntimeError("boom")
+
+    bus.subscribe(ev.ConfigLoaded, broken)
+    bus.subscribe(ev.Event, lambda e: calls.append(e.name))
+    bus.start()
+    try:
+        bus.handle(apply({}))
+        bus.handle(cmd.MarkReady(correlation_id="c", at=2.0))
+    finally:
+        bus.stop()
+    assert calls == ["ConfigLoaded", "ServiceReady"]
+
+
+def test_commands_from_many_threads_are_processed_one_at_a_time() -> None:
+    bus = MessageBus(RecordingJournal())
+    bus.start()
+    bus.handle(apply({}))
+    futures = []
+
+    def send(i: int) -> None:
+        futures.append(bus.submit(apply({"logging": {"level": "DEBUG" if i % 2 else "INFO"}})))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = [f.result(5) for f in futures]
+    bus.stop()
+    changed = sum(isinstance(e, ev.ConfigChanged) for r in results for e in r)
+    assert bus.state.config_generation == 1 + changed
+
+
+def test_submit_before_start_fails_clearly() -> None:
+    future = MessageBus(RecordingJournal()).submit(apply({}))
+    with pytest.raises(RuntimeError, match="not running"):
+        future.result(1)
+
+
+def test_unknown_message_type_names_the_supported_types() -> None:
+    handlers = default_handlers(lambda: dt.date(2026, 1, 1))
+    with pytest.raises(UnknownMessageType, match="supported types: generate_plan"):
+        handlers.process_message({"type": "make_coffee", "data": {}})
+
+
+def test_registry_is_extensible_and_validates_the_envelope() -> None:
+    handlers = default_handlers(lambda: dt.date(2026, 1, 1))
+    handlers.register("echo", lambda data: dict(data))
+    assert handlers.process_message({"type": "echo", "data": {"a": 1}}) == {"a": 1}
+    assert handlers.types() == ["echo", "generate_plan"]
+    with pytest.raises(InvalidMessage, match="data: is required"):
+        handlers.process_message({"type": "echo"})
+    with pytest.raises(InvalidMessage, match="type: is required"):
+        handlers.process_message({"data": {}})
