@@ -175,7 +175,7 @@ def test_drain_deadline_reports_the_abandoned_request_and_stop_is_bounded() -> N
     loop = threading.Thread(target=server.serve_forever, daemon=True)
     loop.start()
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(get, address, "/slow?ms=4000")
+        slow = pool.submit(get, address, "/slow?ms=2500")
         try:
             wait_until(lambda: server.in_flight == 1, 5, "the slow request in the app")
             server.start_draining()
@@ -241,7 +241,7 @@ def _client(address: tuple[str, int], stop: threading.Event, counts: Tally) -> N
             conn.close()
 
 
-def _drain_under_load(clients: int = 4) -> Counter[str]:
+def _drain_under_load(clients: int = 12) -> Counter[str]:
     counts = Tally()
     stop = threading.Event()
     with running_server(threads=8) as server:

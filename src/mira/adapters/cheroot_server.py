@@ -196,6 +196,7 @@ class CherootServer:
             if self._listener_closed or not server.ready:
                 return
             self._listener_closed = True
+            started = time.monotonic()
             server.draining = True
             manager = server._connections
             self._resume.clear()
@@ -205,7 +206,12 @@ class CherootServer:
             finally:
                 manager._stop_requested = False
                 self._resume.set()
-        log.info("listener_closed", taken_from_backlog=taken, queued=self._queued())
+        log.info(
+            "listener_closed",
+            taken_from_backlog=taken,
+            queued=self._queued(),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
 
     def _take_backlog(self, manager: Any) -> int:
         """Accept every handshake already completed, hand it to the workers, then close."""
