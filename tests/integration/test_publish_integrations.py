@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 import time
@@ -15,7 +16,8 @@ from mira.adapters.github_integration import GithubClient
 from mira.adapters.http_retry import IntegrationError
 from mira.adapters.jira_integration import JiraClient
 from mira.domain.config.model import GithubSettings, JiraSettings
-from mira.service_layer.publish import ClientHolder, publish_plan
+from mira.service_layer.messages import plan_handler
+from mira.service_layer.publish import ClientHolder, InvalidMessage, publish_plan
 from tests.integration.fake_github import FakeGithub
 from tests.integration.fake_jira import FakeJira, basic
 
@@ -139,6 +141,21 @@ def test_existing_issues_are_found_across_pages_and_pull_requests_ignored(
     assert [c.query.get("page") for c in github.calls_matching("GET", "/issues$")] == [None, "2"]
 
 
+def test_generate_plan_input_is_generated_then_published(github: FakeGithub) -> None:
+    make_plan = plan_handler(lambda: dt.date(2026, 1, 5))
+    goals = {"name": "Launch", "goals": ["Ship MVP", "Beta"], "duration_weeks": 12}
+    message = {"target": "github", "repository": "acme/app", "plan": goals}
+    holder = ClientHolder(_gh_client(github))
+    result = publish_plan(message, github=holder, jira=None, make_plan=make_plan)
+    assert result["created"]["milestones"] == ["Ship MVP", "Beta"]
+    assert "Review: Beta" in result["created"]["issues"]
+    again = publish_plan(message, github=holder, jira=None, make_plan=make_plan)
+    assert again["created"] == {"milestones": [], "issues": []}
+    bad = {**message, "plan": {"name": "Launch", "goals": []}}
+    with pytest.raises(InvalidMessage, match=r"^data\.plan\.goals: "):
+        publish_plan(bad, github=holder, jira=None, make_plan=make_plan)
+
+
 def test_a_503_is_retried_and_the_publish_succeeds(github: FakeGithub) -> None:
     github.fail_next(1, 503)
     result = _publish_gh(ClientHolder(_gh_client(github)))
@@ -159,7 +176,7 @@ def test_a_rejected_token_gives_a_clear_error_without_the_token(github: FakeGith
     bad = "ghp_revoked_token_9999"
     with capture_logs() as logs, pytest.raises(IntegrationError) as caught:
         _gh_client(github, bad).check()
-    assert caught.value.status == 401
+    assert (caught.value.upstream_status, caught.value.status) == (401, 502)
     assert "credentials rejected" in str(caught.value) and "Bad credentials" in str(caught.value)
     assert bad not in str(caught.value) and bad not in repr(caught.value)
     assert bad not in repr(logs)

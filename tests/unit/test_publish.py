@@ -161,8 +161,8 @@ def _publish_github(fake: FakeGithub, **data: Any) -> dict[str, Any]:
 def test_invalid_message_names_the_field(data: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidMessage) as caught:
         publish_plan(data, github=ClientHolder(FakeGithub()), jira=None, make_plan=_no_plan)
-    assert caught.value.field == field
-    assert str(caught.value).startswith(f"{field}: ")
+    assert caught.value.field == f"data.{field}"
+    assert str(caught.value).startswith(f"data.{field}: ")
 
 
 def test_disabled_integration_is_reported_as_unavailable() -> None:
@@ -180,6 +180,16 @@ def test_missing_token_names_the_setting() -> None:
         publish_plan(message, github=caught.value, jira=None, make_plan=_no_plan)
     with pytest.raises(IntegrationUnavailable, match=r"integrations\.jira\.url is not set"):
         jira_client_from_settings(JiraSettings(enabled=True), "u", "t")
+
+
+def test_generate_plan_errors_name_the_field_inside_plan() -> None:
+    def make_plan(_: Any) -> dict[str, Any]:
+        raise InvalidMessage("data.goals", "must contain at least one goal")
+
+    message = {"target": "github", "repository": "acme/app", "plan": {"goals": []}}
+    with pytest.raises(InvalidMessage) as caught:
+        publish_plan(message, github=ClientHolder(FakeGithub()), jira=None, make_plan=make_plan)
+    assert caught.value.field == "data.plan.goals"
 
 
 def test_generate_plan_input_is_expanded_with_make_plan() -> None:
@@ -337,7 +347,7 @@ def test_client_errors_fail_at_once_without_the_token() -> None:
     caller, session, slept = _caller([_response(401, body)])
     with pytest.raises(IntegrationError) as caught:
         caller.request("GET", "http://127.0.0.1/user")
-    assert caught.value.status == 401 and slept == [] and len(session.sent) == 1
+    assert caught.value.upstream_status == 401 and slept == [] and len(session.sent) == 1
     assert TOKEN not in str(caught.value)
     assert "credentials rejected" in str(caught.value)
 

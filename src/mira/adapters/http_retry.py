@@ -15,19 +15,23 @@ import requests
 import structlog
 from urllib3.exceptions import NewConnectionError
 
+from mira.domain.messages import MessageError
+
 log = structlog.get_logger("mira.integrations")
 
 #: statuses after which a request that changes state surely was not carried out
 SAFE_TO_REPEAT = frozenset({429, 503})
 
 
-class IntegrationError(Exception):
+class IntegrationError(MessageError):
     """A call to GitHub or Jira failed; the message never contains a credential."""
+
+    status = 502  # the HTTP answer Mira gives: the upstream service failed
 
     def __init__(self, integration: str, status: int | None, message: str) -> None:
         super().__init__(f"{integration}: {message}" + (f" (HTTP {status})" if status else ""))
         self.integration = integration
-        self.status = status
+        self.upstream_status = status
         self.message = message
 
 

@@ -112,7 +112,7 @@ class JiraClient:
             try:
                 return self._search_enhanced(jql)
             except IntegrationError as exc:
-                if exc.status != 404:
+                if exc.upstream_status != 404:
                     raise
                 self._legacy_search = True  # Jira Server / Data Center: no /search/jql
         return self._search_legacy(jql)

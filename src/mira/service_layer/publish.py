@@ -10,6 +10,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
+from mira.domain.messages import InvalidMessage, MessageError
+
 log = structlog.get_logger("mira.integrations")
 
 C = TypeVar("C")
@@ -17,19 +19,13 @@ T_co = TypeVar("T_co", covariant=True)
 _REPOSITORY = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
 _PROJECT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 TARGETS = ("github", "jira")
+__all__ = ["ClientHolder", "IntegrationUnavailable", "InvalidMessage", "publish_plan"]
 
 
-class InvalidMessage(ValueError):
-    """A message field is missing or malformed; `field` names it."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-class IntegrationUnavailable(RuntimeError):
+class IntegrationUnavailable(MessageError):
     """The integration is disabled or lacks configuration; `reason` names what is missing."""
+
+    status = 503
 
     def __init__(self, integration: str, reason: str) -> None:
         super().__init__(f"{integration} integration unavailable: {reason}")
@@ -115,9 +111,9 @@ def publish_plan(
 def _target(data: Mapping[str, Any]) -> str:
     target = data.get("target")
     if target is None:
-        raise InvalidMessage("target", "is required: github or jira")
+        raise InvalidMessage("data.target", "is required: github or jira")
     if target not in TARGETS:
-        raise InvalidMessage("target", f"must be github or jira, got {target!r}")
+        raise InvalidMessage("data.target", f"must be github or jira, got {target!r}")
     return str(target)
 
 
@@ -125,23 +121,33 @@ def _destination(data: Mapping[str, Any], target: str) -> str:
     if target == "github":
         repository = data.get("repository")
         if not isinstance(repository, str) or not _REPOSITORY.match(repository):
-            raise InvalidMessage("repository", f"must be owner/name, got {repository!r}")
+            raise InvalidMessage("data.repository", f"must be owner/name, got {repository!r}")
         return repository
     project = data.get("project")
     if project is None:
-        raise InvalidMessage("project", "is required for target jira (a project key like PROJ)")
+        raise InvalidMessage(
+            "data.project", "is required for target jira (a project key like PROJ)"
+        )
     if not isinstance(project, str) or not _PROJECT.match(project):
-        raise InvalidMessage("project", f"must be a Jira project key like PROJ, got {project!r}")
+        raise InvalidMessage(
+            "data.project", f"must be a Jira project key like PROJ, got {project!r}"
+        )
     return project.upper()
 
 
 def _plan(data: Mapping[str, Any], make_plan: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     plan = data.get("plan")
     if plan is None:
-        raise InvalidMessage("plan", "is required: a plan or generate_plan input")
+        raise InvalidMessage("data.plan", "is required: a plan or generate_plan input")
     if not isinstance(plan, Mapping):
-        raise InvalidMessage("plan", f"must be an object, got {type(plan).__name__}")
-    full = dict(plan) if "milestones" in plan else make_plan(plan)
+        raise InvalidMessage("data.plan", f"must be an object, got {type(plan).__name__}")
+    if "milestones" in plan:
+        full = dict(plan)
+    else:
+        try:
+            full = make_plan(plan)
+        except InvalidMessage as exc:  # generate_plan names fields of its own `data`
+            raise InvalidMessage(exc.field.replace("data", "data.plan", 1), exc.reason) from None
     _check_plan(full)
     return full
 
@@ -149,9 +155,9 @@ def _plan(data: Mapping[str, Any], make_plan: Callable[..., dict[str, Any]]) -> 
 def _check_plan(plan: Mapping[str, Any]) -> None:
     milestones = plan.get("milestones")
     if not isinstance(milestones, list):
-        raise InvalidMessage("plan.milestones", "must be a list")
+        raise InvalidMessage("data.plan.milestones", "must be a list")
     for i, milestone in enumerate(milestones):
-        where = f"plan.milestones[{i}]"
+        where = f"data.plan.milestones[{i}]"
         _check_titled(milestone, where)
         if milestone.get("due_date") is not None:
             try:
