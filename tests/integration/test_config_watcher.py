@@ -186,6 +186,21 @@ def test_reports_a_kubernetes_configmap_data_swap(
     assert last.path == str(configmap)
 
 
+def test_a_swap_stuck_behind_a_held_rename_is_still_reported_quickly(
+    configmap: Path, tmp_path: Path, make_watcher: WatcherFactory
+) -> None:
+    _, recorder = make_watcher(configmap)
+    junk = configmap.parent / "junk"
+    junk.write_text("x")
+    # An unpaired IN_MOVED_FROM: watchdog holds it, and every event behind it, for 0.5 s.
+    os.rename(junk, tmp_path / "junk-moved-out")
+    started = time.monotonic()
+    configmap_swap(configmap.parent, {"config.json": config_text(16)})
+
+    assert recorder.wait_for_text(config_text(16))
+    assert time.monotonic() - started < 0.2
+
+
 def test_polling_only_mode_sees_saves_and_in_place_writes(
     config_file: Path, make_watcher: WatcherFactory
 ) -> None:

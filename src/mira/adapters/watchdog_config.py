@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -224,6 +225,7 @@ class ConfigWatcher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer: BaseObserver | None = None
+        self._attach_failed = False
         self._last_poll = 0.0
         self._polls = 0
 
@@ -243,7 +245,10 @@ class ConfigWatcher:
         # Compare now, so that a write racing with start() is judged by its events, not by a
         # read the worker thread would make at an arbitrary moment later.
         self._signature = _signature(self._path, self._data_link)
-        self._full_pending = read_config_file(self._path).digest != self._last_digest
+        self._own_paths = frozenset({self._abs_path, os.path.realpath(self._abs_path)})
+        if read_config_file(self._path).digest != self._last_digest:
+            with self._lock:
+                self._full_pending = True
         self._last_poll = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="mira-config-watcher", daemon=True)
         self._thread.start()
@@ -277,12 +282,19 @@ class ConfigWatcher:
             observer.schedule(handler, self._dir, recursive=False, event_filter=WATCHED_EVENTS)
             observer.start()
         except Exception as exc:
-            _log.warning(
-                "config watcher cannot watch the directory, polling only until it can",
-                directory=self._dir,
-                error=str(exc),
-            )
+            with contextlib.suppress(Exception):
+                observer.stop()  # the inotify reader thread starts in the constructor
+            if not self._attach_failed:
+                _log.warning(
+                    "config watcher cannot watch the directory, polling only until it can",
+                    directory=self._dir,
+                    error=str(exc),
+                )
+            self._attach_failed = True
             return
+        if self._attach_failed:
+            _log.info("config watcher watches the directory again", directory=self._dir)
+        self._attach_failed = False
         self._observer = observer
 
     def _detach_observer(self, timeout: float) -> None:
