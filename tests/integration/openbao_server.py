@@ -59,10 +59,10 @@ def bao_binary() -> str:
     return found
 
 
-def is_healthy(url: str) -> bool:
+def is_healthy(url: str, verify: bool | str = True) -> bool:
     try:
-        return requests.get(f"{url}/v1/sys/health", timeout=1.0).status_code == 200
-    except requests.RequestException:
+        return requests.get(f"{url}/v1/sys/health", timeout=1.0, verify=verify).status_code == 200
+    except OSError:  # requests errors, and a CA file not written yet
         return False
 
 
@@ -77,13 +77,18 @@ class VaultServer(Protocol):
 
 
 class OpenBaoProcess:
-    """`bao server -dev` on a fixed 127.0.0.1 port; in-memory, so start() begins empty."""
+    """`bao server -dev` on a fixed 127.0.0.1 port; in-memory, so start() begins empty.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    With `tls=True` it serves HTTPS with a generated CA at `ca_file` (new at each start).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, tls: bool = False) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.ca_file = str(workdir / "tls" / "vault-ca.pem")
         self.root_token = ROOT_TOKEN
-        self.client = hvac.Client(url=self.url, token=ROOT_TOKEN, timeout=5)
+        self.client = hvac.Client(url=self.url, token=ROOT_TOKEN, timeout=5, verify=self._verify)
         self.log_path = workdir / "bao.log"
         self._home = workdir / "home"
         self._home.mkdir(exist_ok=True)
@@ -100,6 +105,9 @@ class OpenBaoProcess:
             f"-dev-listen-address=127.0.0.1:{self.port}",
             "-dev-no-store-token",
         ]
+        if self.tls:
+            Path(self.ca_file).parent.mkdir(exist_ok=True)
+            cmd += ["-dev-tls", f"-dev-tls-cert-dir={Path(self.ca_file).parent}"]
         env = {"HOME": str(self._home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -110,7 +118,11 @@ class OpenBaoProcess:
 
     def _ready_or_dead(self) -> bool:
         assert self._proc is not None
-        return self._proc.poll() is not None or is_healthy(self.url)
+        return self._proc.poll() is not None or is_healthy(self.url, self._verify)
+
+    @property
+    def _verify(self) -> bool | str:
+        return self.ca_file if self.tls else True
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -331,3 +343,15 @@ def openbao_process() -> Iterator[VaultServer]:
     """Always the local `bao` binary: needed where OpenBao must reach servers on 127.0.0.1."""
     with running_vault(prefer_docker=False) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def openbao_tls() -> Iterator[OpenBaoProcess]:
+    """The local `bao` binary serving HTTPS (`-dev-tls`) with its CA at `ca_file`."""
+    with tempfile.TemporaryDirectory(prefix="mira-openbao-tls-") as workdir:
+        server = OpenBaoProcess(Path(workdir), tls=True)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()

@@ -14,6 +14,7 @@ from mira.adapters.vault_secrets import VaultSecretsBackend
 from mira.domain.config.model import VaultAuthSettings, VaultSettings
 from mira.domain.ports import SecretNotFound, SecretsBackendUnavailable
 from tests.integration.openbao_server import (
+    OpenBaoProcess,
     TokenReviewServer,
     VaultServer,
     enable_approle,
@@ -21,11 +22,17 @@ from tests.integration.openbao_server import (
     mount_kv_v1,
     openbao,
     openbao_process,
+    openbao_tls,
     token_review,
     wait_until,
 )
 
-__all__ = ["openbao", "openbao_process", "token_review"]  # fixtures, imported explicitly
+__all__ = [
+    "openbao",
+    "openbao_process",
+    "openbao_tls",
+    "token_review",
+]  # fixtures, imported explicitly
 
 pytestmark = pytest.mark.integration
 
@@ -372,3 +379,21 @@ def test_kubernetes_login_with_rejected_token_is_a_clear_error(
     token_file.unlink()
     with pytest.raises(SecretsBackendUnavailable, match=r"cannot read auth\.token_file"):
         backend.check()
+
+
+def test_tls_server_is_trusted_through_ca_file_only(openbao_tls: OpenBaoProcess) -> None:
+    openbao_tls.client.secrets.kv.v2.create_or_update_secret(
+        "github-credentials", secret={"token": GITHUB_TOKEN}
+    )
+    url, root = openbao_tls.url, openbao_tls.root_token
+    with_ca = VaultSecretsBackend(
+        VaultSettings(url=url, token=root, ca_file=openbao_tls.ca_file), {}
+    )
+    without_ca = VaultSecretsBackend(VaultSettings(url=url, token=root), {})
+    try:
+        assert with_ca.get_secret("github-credentials", "token") == GITHUB_TOKEN
+        with pytest.raises(SecretsBackendUnavailable, match="TLS verification failed"):
+            without_ca.get_secret("github-credentials", "token")
+    finally:
+        with_ca.close()
+        without_ca.close()

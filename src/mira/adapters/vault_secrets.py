@@ -64,9 +64,7 @@ class VaultSecretsBackend(SecretsBackend):
             self._ensure_login()
         except SecretsBackendUnavailable as exc:
             log.warning("vault_login_failed", auth_method=self._auth.method, error=str(exc))
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="mira-vault-renew", daemon=True)
-            self._thread.start()
+        self._start_renewal()
 
     def get_secret(self, path: str, key: str | None = None) -> dict[str, str] | str:
         data, _ = self._read(path)
@@ -101,9 +99,9 @@ class VaultSecretsBackend(SecretsBackend):
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._settings.timeout + 1)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=self._settings.timeout + 1)
         self._client.adapter.close()
 
     # -- reads --------------------------------------------------------------------------------
@@ -174,6 +172,8 @@ class VaultSecretsBackend(SecretsBackend):
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, requests.Timeout):
             return f"no answer within {self._settings.timeout}s"
+        if isinstance(exc, requests.exceptions.SSLError):
+            return "TLS verification failed (check secrets.vault.ca_file)"
         if isinstance(exc, requests.ConnectionError):
             return "connection failed (server down or unreachable)"
         if isinstance(exc, hvac_errors.VaultDown):
@@ -189,6 +189,15 @@ class VaultSecretsBackend(SecretsBackend):
             with self._lock:
                 if not self._logged_in:
                     self._login("startup")
+            self._start_renewal()  # a backend used without start() still keeps its token alive
+
+    def _start_renewal(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="mira-vault-renew", daemon=True
+                )
+                self._thread.start()
 
     def _login(self, reason: str) -> None:
         method, auth = self._auth.method, self._auth
