@@ -128,12 +128,22 @@ class OpenBaoProcess:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        os.kill(proc.pid, signal.SIGCONT)  # in case a test left it paused
         os.kill(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections but nothing answers (a hung server)."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
 
     @property
     def pid(self) -> int | None:
@@ -313,22 +323,30 @@ def token_review() -> Iterator[TokenReviewServer]:
 
 
 @contextlib.contextmanager
-def running_vault(prefer_docker: bool = True) -> Iterator[VaultServer]:
-    container = docker_vault() if prefer_docker else None
-    if container is not None:
-        try:
-            container.start()
-            yield container
-        finally:
-            container.remove()
-        return
+def bao_process(tls: bool = False) -> Iterator[OpenBaoProcess]:
+    """A started `bao server -dev` in its own temporary directory, always stopped by PID."""
     with tempfile.TemporaryDirectory(prefix="mira-openbao-") as workdir:
-        server = OpenBaoProcess(Path(workdir))
+        server = OpenBaoProcess(Path(workdir), tls=tls)
         try:
             server.start()
             yield server
         finally:
             server.stop()
+
+
+@contextlib.contextmanager
+def running_vault() -> Iterator[VaultServer]:
+    """A Docker VaultContainer where an engine answers, else the `bao` binary."""
+    container = docker_vault()
+    if container is None:
+        with bao_process() as server:
+            yield server
+        return
+    try:
+        container.start()
+        yield container
+    finally:
+        container.remove()
 
 
 @pytest.fixture(scope="session")
@@ -339,19 +357,15 @@ def openbao() -> Iterator[VaultServer]:
 
 
 @pytest.fixture(scope="session")
-def openbao_process() -> Iterator[VaultServer]:
-    """Always the local `bao` binary: needed where OpenBao must reach servers on 127.0.0.1."""
-    with running_vault(prefer_docker=False) as server:
+def openbao_process() -> Iterator[OpenBaoProcess]:
+    """Always the local `bao` binary: for tests where OpenBao must reach 127.0.0.1 servers
+    (TokenReview) or that pause the process."""
+    with bao_process() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def openbao_tls() -> Iterator[OpenBaoProcess]:
     """The local `bao` binary serving HTTPS (`-dev-tls`) with its CA at `ca_file`."""
-    with tempfile.TemporaryDirectory(prefix="mira-openbao-tls-") as workdir:
-        server = OpenBaoProcess(Path(workdir), tls=True)
-        try:
-            server.start()
-            yield server
-        finally:
-            server.stop()
+    with bao_process(tls=True) as server:
+        yield server

@@ -92,6 +92,13 @@ def read_for(backend: VaultSecretsBackend, seconds: float, max_reads: int = 3000
     return errors
 
 
+def reads_ok(backend: VaultSecretsBackend) -> bool:
+    try:
+        return backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+    except SecretsBackendUnavailable:
+        return False
+
+
 @pytest.fixture
 def vault(openbao: VaultServer) -> VaultServer:
     seed(openbao)
@@ -397,3 +404,41 @@ def test_tls_server_is_trusted_through_ca_file_only(openbao_tls: OpenBaoProcess)
     finally:
         with_ca.close()
         without_ca.close()
+
+
+def test_denied_read_relogs_in_exactly_once_then_reports_unavailable(
+    vault: VaultServer, make_backend: Factory
+) -> None:
+    mount_kv_v1(vault, "private")  # the AppRole policy does not cover this mount
+    vault.client.secrets.kv.v1.create_or_update_secret(
+        "github-credentials", secret={"token": GITHUB_TOKEN}, mount_point="private"
+    )
+    role_id, secret_id = approle(vault)
+    auth = VaultAuthSettings(method="approle", role_id=role_id, secret_id=secret_id)
+    backend = make_backend(token=None, auth=auth, mount_point="private", kv_version=1)
+    backend.start()
+    denied = pytest.raises(SecretsBackendUnavailable, match="permission denied")
+    with capture_logs() as logs, denied as failure:
+        backend.get_secret("github-credentials", "token")
+    assert [e["reason"] for e in logs if e["event"] == "vault_login"] == ["forbidden"]
+    assert_no_secret_values(str(failure.value))
+
+
+def test_hung_server_is_reported_unavailable_within_the_timeout(
+    openbao_process: OpenBaoProcess,
+) -> None:
+    seed(openbao_process)
+    settings = VaultSettings(url=openbao_process.url, token=openbao_process.root_token, timeout=1.0)
+    backend = VaultSecretsBackend(settings, {})
+    try:
+        assert backend.get_secret("github-credentials", "token") == GITHUB_TOKEN
+        openbao_process.pause()
+        started = time.monotonic()
+        with pytest.raises(SecretsBackendUnavailable, match=r"no answer within 1\.0s"):
+            backend.get_secret("github-credentials", "token")
+        assert time.monotonic() - started < 2.5
+        openbao_process.resume()
+        assert wait_until(lambda: reads_ok(backend), timeout=5.0)
+    finally:
+        openbao_process.resume()
+        backend.close()
