@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,8 @@ class _DirectoryWatch:
         while not self._stopping.is_set():
             delay = self.FOLLOW_UPS[-follow_ups] if follow_ups else self._backend._poll_interval
             woken = self._dirty.wait(delay)
+            if woken:
+                self._settle()
             if self._stopping.is_set():
                 return
             self._dirty.clear()
@@ -222,6 +225,14 @@ class _DirectoryWatch:
                 self._scan()
             except Exception:
                 log.exception("file_secrets_scan_failed")
+
+    def _settle(self, quiet: float = 0.02, longest: float = 0.25) -> None:
+        """Wait for a burst of events to pause (an in-place rewrite truncates first)."""
+        deadline = time.monotonic() + longest
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            self._dirty.clear()
+            if not self._dirty.wait(quiet):
+                return
 
     def _scan(self) -> None:
         for path in self._paths:
