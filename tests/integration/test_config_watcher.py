@@ -174,6 +174,19 @@ def test_reports_a_deleted_file_then_its_recreation(
     assert recorder.wait_for_text(config_text(4))
 
 
+def test_reports_an_emptied_file_only_once_it_stays_empty(
+    config_file: Path, make_watcher: WatcherFactory
+) -> None:
+    _, recorder = make_watcher(config_file)
+    config_file.write_text("")
+    config_file.write_text(config_text(17))  # empty only for a moment: not worth a report
+    assert recorder.wait_for_text(config_text(17))
+
+    config_file.write_text("")
+    assert recorder.wait_for_text("")
+    assert recorder.texts() == [config_text(17), ""]
+
+
 def test_reports_a_kubernetes_configmap_data_swap(
     configmap: Path, make_watcher: WatcherFactory
 ) -> None:

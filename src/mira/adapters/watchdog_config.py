@@ -48,8 +48,9 @@ WATCHED_EVENTS: list[type[FileSystemEvent]] = [
 HOT_WINDOW = 0.6
 FAST_CHECK_INTERVAL = 0.001
 FULL_CHECK_EVERY_N_POLLS = 10
-# An unreadable file is reported only if it stays unreadable this long (editor saves, swaps).
-ERROR_GRACE = 0.25
+# An unreadable or empty file is reported only if it stays so this long: editors and in-place
+# writers pass through those states on every save.
+SETTLE_GRACE = 0.25
 MAX_DEBOUNCE_FACTOR = 10
 _BOM = b"\xef\xbb\xbf"
 
@@ -213,7 +214,7 @@ class ConfigWatcher:
         self._use_events = use_events
         self._last_digest = initial_digest
         self._signature: Signature | None = None
-        self._error_due: float | None = None
+        self._settle_due: float | None = None
         self._check_lock = threading.RLock()
         # Flags written by the watchdog thread and read by the worker, under _lock.
         self._lock = threading.Lock()
@@ -350,8 +351,8 @@ class ConfigWatcher:
                 due.append(now + FAST_CHECK_INTERVAL)
             if self._hot_until:
                 due.append(self._hot_until)
-        if self._error_due is not None:
-            due.append(self._error_due)
+        if self._settle_due is not None:
+            due.append(self._settle_due)
         return max(0.0, min(due) - now)
 
     def _step(self, now: float) -> None:
@@ -367,7 +368,7 @@ class ConfigWatcher:
             if trailing:
                 self._hot_until = 0.0
             poll_due = now >= self._last_poll + self._poll_interval
-        error_due = self._error_due is not None and now >= self._error_due
+        error_due = self._settle_due is not None and now >= self._settle_due
         if full or trailing or error_due:
             self._full_check(now)
         elif hot and not debouncing:
@@ -399,14 +400,14 @@ class ConfigWatcher:
             self._own_paths = frozenset({self._abs_path, os.path.realpath(self._abs_path)})
             snapshot = read_config_file(self._path)
             if snapshot.digest == self._last_digest:
-                self._error_due = None
+                self._settle_due = None
                 return
-            if snapshot.error is not None and not force:
-                if self._error_due is None:
-                    self._error_due = now + ERROR_GRACE
-                if now < self._error_due:
+            if not force and _unsettled(snapshot):
+                if self._settle_due is None:
+                    self._settle_due = now + SETTLE_GRACE
+                if now < self._settle_due:
                     return
-            self._error_due = None
+            self._settle_due = None
             self._last_digest = snapshot.digest
             self._report(snapshot)
 
@@ -420,6 +421,10 @@ class ConfigWatcher:
             _log.info("config file changed", path=self._path, digest=snapshot.digest[:12])
         else:
             _log.warning("config file unreadable", path=self._path, error=snapshot.error)
+
+
+def _unsettled(snapshot: ConfigSnapshot) -> bool:
+    return snapshot.text is None or not snapshot.text.strip()
 
 
 def _require_positive(name: str, value: float) -> None:
