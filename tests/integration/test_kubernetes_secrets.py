@@ -112,6 +112,25 @@ def test_missing_secret_or_key_names_the_reference_and_never_a_value(
         assert "mira-bot" not in str(exc)
 
 
+def test_token_file_with_a_trailing_newline_still_authenticates(
+    kube_api: FakeKubeApiServer, tmp_path: Path
+) -> None:
+    kube_api.put_secret("github-credentials", {"token": TOKEN_VALUE})
+    files = in_cluster_files(tmp_path, kube_api)
+    Path(files["token_filename"]).write_text(kube_api.token + "\n")  # as `echo TOKEN >` does
+    backend = KubernetesSecretsBackend(
+        KubernetesSecretsSettings(),
+        files["environ"],
+        token_file=files["token_filename"],
+        ca_file=files["cert_filename"],
+    )
+    try:
+        assert backend.get_secret("github-credentials", "token") == TOKEN_VALUE
+        assert kube_api.requests[-1].authorized
+    finally:
+        backend.close()
+
+
 def test_wrong_token_is_reported_as_refused(kube_api: FakeKubeApiServer, tmp_path: Path) -> None:
     kube_api.put_secret("github-credentials", {"token": TOKEN_VALUE})
     kube_api.token = "another-token"

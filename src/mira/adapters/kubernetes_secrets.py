@@ -259,10 +259,25 @@ def _new_api_client(
             token_filename=token_file, cert_filename=ca_file, environ=environ
         )
         loader.load_and_set(configuration)
+        _strip_token_newline(configuration)
         return client.ApiClient(configuration)
     except (config.ConfigException, OSError) as exc:
         where = settings.kubeconfig or "in-cluster service account"
         raise SecretsBackendUnavailable(f"kubernetes configuration ({where}): {exc}") from None
+
+
+def _strip_token_newline(configuration: Any) -> None:
+    """Drop the trailing newline of a hand-written token file (the client would send it)."""
+    reload_token = configuration.refresh_api_key_hook
+
+    def refresh(cfg: Any) -> None:
+        if reload_token is not None:
+            reload_token(cfg)
+        if token := cfg.api_key.get("BearerToken"):
+            cfg.api_key["BearerToken"] = token.rstrip()
+
+    refresh(configuration)
+    configuration.refresh_api_key_hook = refresh
 
 
 def _kube() -> Any:
