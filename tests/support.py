@@ -18,8 +18,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -37,8 +41,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 10.0, raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request; returns (status, headers, body) for any status."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
@@ -54,8 +64,13 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 class ServiceProcess:
     """`python -m mira.entrypoints.web config.json` as a real subprocess on a free port."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None,
-                 module: str = "mira.entrypoints.web") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        module: str = "mira.entrypoints.web",
+    ) -> None:
         self.workdir = workdir
         self.port = config.setdefault("server", {}).setdefault("port", free_port())
         config["server"].setdefault("host", "127.0.0.1")
@@ -77,8 +92,10 @@ class ServiceProcess:
     def start(self, wait_ready: bool = True) -> ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, str(self.config_path)],
-            cwd=self.workdir, env=self.env,
-            stdout=self.log_path.open("wb"), stderr=self.err_path.open("wb"),
+            cwd=self.workdir,
+            env=self.env,
+            stdout=self.log_path.open("wb"),
+            stderr=self.err_path.open("wb"),
         )
         if wait_ready:
             wait_until(self._ready, timeout=30, message=f"{self.url}/ready")
@@ -124,8 +141,9 @@ class ServiceProcess:
 
 
 @contextmanager
-def running_service(workdir: Path, config: dict[str, Any],
-                    env: dict[str, str] | None = None) -> Iterator[ServiceProcess]:
+def running_service(
+    workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[ServiceProcess]:
     service = ServiceProcess(workdir, config, env)
     try:
         yield service.start()

@@ -15,8 +15,12 @@ from mira.service_layer.runtime import Runtime
 class MiraApplication:
     """Embed Mira: process messages in-process, or start/stop the whole service."""
 
-    def __init__(self, config_path: str = "config.json", container: Container | None = None,
-                 configure_logging: bool = True) -> None:
+    def __init__(
+        self,
+        config_path: str = "config.json",
+        container: Container | None = None,
+        configure_logging: bool = True,
+    ) -> None:
         boot = bootstrap(config_path, container=container, configure_logs=configure_logging)
         self.container = boot.container
         self.config_path = config_path

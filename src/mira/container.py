@@ -17,7 +17,12 @@ from mira.adapters.memory_journal import InMemoryJournal
 from mira.adapters.prometheus_metrics import Metrics
 from mira.adapters.system_clock import SystemClock, UuidIds
 from mira.domain import events as ev
-from mira.domain.config.model import FileSecretsSettings, KubernetesSecretsSettings, Settings, VaultSettings
+from mira.domain.config.model import (
+    FileSecretsSettings,
+    KubernetesSecretsSettings,
+    Settings,
+    VaultSettings,
+)
 from mira.domain.ports import SecretsBackend
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_reload import ConfigReloader, ConfigSubscriptions
@@ -53,7 +58,7 @@ def _file(settings: FileSecretsSettings) -> SecretsBackend:
 
 
 def load_backend_class(dotted: str) -> SecretsBackend:
-    """`package.module.Class` or `package.module:Class`, a SecretsBackend subclass built without args."""
+    """Build a SecretsBackend subclass named `package.module.Class` or `package.module:Class`."""
     module_name, sep, attr = dotted.partition(":")
     if not sep:
         module_name, _, attr = dotted.rpartition(".")
@@ -67,8 +72,12 @@ def load_backend_class(dotted: str) -> SecretsBackend:
 
 
 def _event_metrics(metrics: Metrics) -> Callable[[ev.Event], None]:
-    results = {ev.ConfigLoaded: "applied", ev.ConfigChanged: "applied",
-               ev.ConfigRejected: "rejected", ev.ConfigUnchanged: "unchanged"}
+    results = {
+        ev.ConfigLoaded: "applied",
+        ev.ConfigChanged: "applied",
+        ev.ConfigRejected: "rejected",
+        ev.ConfigUnchanged: "unchanged",
+    }
 
     def observe(event: ev.Event) -> None:
         metrics.events.labels(event.name).inc()
@@ -88,12 +97,18 @@ def _bus(journal: InMemoryJournal, metrics: Metrics) -> MessageBus:
     return bus
 
 
-def _secrets_manager(backend: SecretsBackend, bus: MessageBus, clock: SystemClock, ids: UuidIds,
-                     metrics: Metrics) -> SecretsManager:
+def _secrets_manager(
+    backend: SecretsBackend, bus: MessageBus, clock: SystemClock, ids: UuidIds, metrics: Metrics
+) -> SecretsManager:
     return SecretsManager(
-        backend, bus.submit, clock, ids,
+        backend,
+        bus.submit,
+        clock,
+        ids,
         on_values=structlog_logging.REDACTOR.set_secrets,
-        on_fetch=lambda name, ok: metrics.secret_refresh.labels(name, "ok" if ok else "error").inc(),
+        on_fetch=lambda name, ok: metrics.secret_refresh.labels(
+            name, "ok" if ok else "error"
+        ).inc(),
     )
 
 
@@ -111,8 +126,9 @@ def _server(app: Any, settings: Settings) -> Any:
     from mira.adapters.cheroot_server import CherootServer
 
     s = settings.server
-    return CherootServer(app, host=s.host, port=s.port, threads=s.threads,
-                         request_queue_size=s.request_queue_size)
+    return CherootServer(
+        app, host=s.host, port=s.port, threads=s.threads, request_queue_size=s.request_queue_size
+    )
 
 
 class Container(containers.DeclarativeContainer):
@@ -141,14 +157,24 @@ class Container(containers.DeclarativeContainer):
     subscriptions = providers.Singleton(ConfigSubscriptions)
     watcher_factory = providers.Callable(_watcher_factory)
     reloader = providers.Singleton(
-        ConfigReloader, config_path, bus.provided.submit, clock, ids, environ, subscriptions,
-        watcher_factory, resolve=secrets.provided.resolve,
+        ConfigReloader,
+        config_path,
+        bus.provided.submit,
+        clock,
+        ids,
+        environ,
+        subscriptions,
+        watcher_factory,
+        resolve=secrets.provided.resolve,
     )
 
     message_handlers = providers.Singleton(default_handlers, today=providers.Object(_today))
     readiness_checks = providers.Dict()
     web_app = providers.Singleton(
-        create_app, bus, metrics, message_handlers,
+        create_app,
+        bus,
+        metrics,
+        message_handlers,
         max_body_bytes=settings.provided.server.max_body_bytes,
         readiness_checks=readiness_checks,
     )
@@ -156,8 +182,13 @@ class Container(containers.DeclarativeContainer):
     shutdown_hooks = providers.Singleton(ShutdownHooks)
     runtime = providers.Singleton(
         Runtime,
-        bus=bus, secrets=secrets, reloader=reloader, hooks=shutdown_hooks,
-        server_factory=server.provider, clock=clock, ids=ids,
+        bus=bus,
+        secrets=secrets,
+        reloader=reloader,
+        hooks=shutdown_hooks,
+        server_factory=server.provider,
+        clock=clock,
+        ids=ids,
         apply_logging=providers.Object(structlog_logging.apply_logging_settings),
         observers=providers.List(providers.Callable(_event_metrics, metrics)),
     )

@@ -9,7 +9,9 @@ from mira.domain.config.masking import masked_dict
 from mira.domain.config.secret_refs import SecretRef, find_refs, parse_secret_ref
 
 
-def load(data: object, env: dict[str, str] | None = None) -> tuple[Settings | None, tuple[str, ...]]:
+def load(
+    data: object, env: dict[str, str] | None = None
+) -> tuple[Settings | None, tuple[str, ...]]:
     result = load_settings(json.dumps(data), "config.json", env or {})
     return result.settings, result.errors
 
@@ -23,11 +25,13 @@ def test_empty_object_is_valid_and_gives_every_default() -> None:
 
 
 def test_guide_basic_configuration_is_accepted() -> None:
-    settings, errors = load({
-        "logging": {"level": "INFO", "json_format": True, "file": "/var/log/mira/app.log"},
-        "config": {"hot_reload": True, "poll_interval": 5},
-        "secrets": {"backend": "env", "auto_refresh": False},
-    })
+    settings, errors = load(
+        {
+            "logging": {"level": "INFO", "json_format": True, "file": "/var/log/mira/app.log"},
+            "config": {"hot_reload": True, "poll_interval": 5},
+            "secrets": {"backend": "env", "auto_refresh": False},
+        }
+    )
     assert errors == ()
     assert settings is not None and settings.config.poll_interval == 5.0
 
@@ -40,8 +44,9 @@ def test_broken_json_names_file_line_and_column() -> None:
 
 
 def test_every_error_is_listed_with_its_key_path() -> None:
-    _, errors = load({"logging": {"level": "LOUD", "colour": True},
-                      "server": {"port": "80"}, "nope": 1})
+    _, errors = load(
+        {"logging": {"level": "LOUD", "colour": True}, "server": {"port": "80"}, "nope": 1}
+    )
     joined = "\n".join(errors)
     assert "logging.level: must be one of DEBUG" in joined
     assert "logging.colour: unknown key" in joined
@@ -57,12 +62,19 @@ def test_booleans_are_not_integers_and_numbers_are_checked() -> None:
 
 
 def test_environment_overrides_the_file_which_overrides_defaults() -> None:
-    settings, _ = load({"logging": {"level": "WARNING", "json_format": True}},
-                       {"MIRA_LOG_LEVEL": "debug", "MIRA_LOG_JSON": "false",
-                        "MIRA_CONFIG_HOT_RELOAD": "1", "MIRA_SECRETS_BACKEND": "vault",
-                        "MIRA_SECRETS_AUTO_REFRESH": "yes",
-                        "MIRA_VAULT_URL": "https://vault:8200", "MIRA_VAULT_TOKEN": "s.abc",
-                        "MIRA_GITHUB_ENABLED": "true"})
+    settings, _ = load(
+        {"logging": {"level": "WARNING", "json_format": True}},
+        {
+            "MIRA_LOG_LEVEL": "debug",
+            "MIRA_LOG_JSON": "false",
+            "MIRA_CONFIG_HOT_RELOAD": "1",
+            "MIRA_SECRETS_BACKEND": "vault",
+            "MIRA_SECRETS_AUTO_REFRESH": "yes",
+            "MIRA_VAULT_URL": "https://vault:8200",
+            "MIRA_VAULT_TOKEN": "s.abc",
+            "MIRA_GITHUB_ENABLED": "true",
+        },
+    )
     assert settings is not None
     assert settings.logging.level == "DEBUG" and settings.logging.json_format is False
     assert settings.config.hot_reload and settings.secrets.auto_refresh
@@ -89,14 +101,22 @@ def test_conventional_variables_fill_only_what_the_file_leaves_unset() -> None:
 
 
 def test_secret_values_are_masked_in_repr_and_printed_config() -> None:
-    settings, _ = load({"integrations": {"github": {"token": "ghp_literal_value"},
-                                         "jira": {"api_token": "secret://jira-credentials:api_token"}}})
+    settings, _ = load(
+        {
+            "integrations": {
+                "github": {"token": "ghp_literal_value"},
+                "jira": {"api_token": "secret://jira-credentials:api_token"},
+            }
+        }
+    )
     assert settings is not None
     assert "ghp_literal_value" not in repr(settings)
     printed = masked_dict(settings)
     assert printed["integrations"]["github"]["token"] == "**********"
     assert printed["integrations"]["jira"]["api_token"] == "secret://jira-credentials:api_token"
-    assert masked_dict(settings, mask_refs=True)["integrations"]["jira"]["api_token"] == "**********"
+    assert (
+        masked_dict(settings, mask_refs=True)["integrations"]["jira"]["api_token"] == "**********"
+    )
 
 
 def test_shutdown_budget_that_cannot_fit_the_grace_period_is_rejected() -> None:
@@ -106,7 +126,8 @@ def test_shutdown_budget_that_cannot_fit_the_grace_period_is_rejected() -> None:
 
 def test_secret_references_are_parsed_and_found() -> None:
     assert parse_secret_ref("secret://github-credentials:token") == SecretRef(
-        "github-credentials", "token")
+        "github-credentials", "token"
+    )
     assert parse_secret_ref("secret://team/app/db") == SecretRef("team/app/db", None)
     assert parse_secret_ref("plain") is None
     settings, _ = load({"integrations": {"github": {"token": "secret://gh:token"}}})
@@ -118,8 +139,13 @@ def test_secret_references_are_parsed_and_found() -> None:
 
 def test_changed_keys_are_nested_leaf_paths_and_server_keys_need_restart() -> None:
     old, _ = load({})
-    new, _ = load({"logging": {"level": "DEBUG"}, "server": {"port": 6000},
-                   "secrets": {"vault": {"mount_point": "kv"}}})
+    new, _ = load(
+        {
+            "logging": {"level": "DEBUG"},
+            "server": {"port": 6000},
+            "secrets": {"vault": {"mount_point": "kv"}},
+        }
+    )
     assert old is not None and new is not None
     keys = changed_keys(old, new)
     assert keys == ("logging.level", "secrets.vault.mount_point", "server.port")
@@ -128,6 +154,8 @@ def test_changed_keys_are_nested_leaf_paths_and_server_keys_need_restart() -> No
 
 
 def test_top_level_must_be_an_object_and_bom_and_empty_are_explained() -> None:
-    assert load_settings("[]", "c.json", {}).errors == ("c.json: the top level must be a JSON object",)
+    assert load_settings("[]", "c.json", {}).errors == (
+        "c.json: the top level must be a JSON object",
+    )
     assert "byte order mark" in load_settings("\ufeff{}", "c.json", {}).errors[0]
     assert "file is empty" in load_settings("  \n", "c.json", {}).errors[0]

@@ -62,22 +62,28 @@ def test_rejected_config_keeps_the_last_good_one_live() -> None:
 
 def test_unreadable_file_is_rejected_with_the_read_error() -> None:
     state = given(apply_config({}))
-    (event,) = decide(cmd.ApplyConfig(source="c.json", text=None, read_error="c.json: permission denied",
-                                      **META), state)  # type: ignore[arg-type]
+    (event,) = decide(
+        cmd.ApplyConfig(source="c.json", text=None, read_error="c.json: permission denied", **META),
+        state,
+    )  # type: ignore[arg-type]
     assert isinstance(event, ev.ConfigRejected)
     assert event.reasons == ("c.json: permission denied",)
 
 
 def test_unresolved_secret_reference_rejects_without_a_value() -> None:
     state = given(apply_config({}))
-    (event,) = decide(apply_config({}, unresolved=(("secret://gh:token", "SecretNotFound"),)), state)
+    (event,) = decide(
+        apply_config({}, unresolved=(("secret://gh:token", "SecretNotFound"),)), state
+    )
     assert isinstance(event, ev.ConfigRejected)
     assert "secret://gh:token" in event.reasons[0]
 
 
 def test_server_change_needs_a_restart_and_is_not_applied() -> None:
     state = given(apply_config({"server": {"port": 5000}}))
-    (event,) = decide(apply_config({"server": {"port": 6000}, "logging": {"level": "DEBUG"}}), state)
+    (event,) = decide(
+        apply_config({"server": {"port": 6000}, "logging": {"level": "DEBUG"}}), state
+    )
     assert isinstance(event, ev.ConfigChanged)
     assert event.restart_required == ("server.port",)
     assert event.settings.server.port == 5000  # the live server keeps its address
@@ -98,8 +104,11 @@ def test_lifecycle_phases_starting_ready_draining_stopped() -> None:
 
 
 def test_second_signal_during_drain_forces_the_exit() -> None:
-    state = given(apply_config({}), cmd.MarkReady(**META),  # type: ignore[arg-type]
-                  cmd.RequestShutdown(signal="SIGTERM", **META))  # type: ignore[arg-type]
+    state = given(
+        apply_config({}),
+        cmd.MarkReady(**META),  # type: ignore[arg-type]
+        cmd.RequestShutdown(signal="SIGTERM", **META),
+    )  # type: ignore[arg-type]
     (event,) = decide(cmd.RequestShutdown(signal="SIGINT", **META), state)  # type: ignore[arg-type]
     assert isinstance(event, ev.ShutdownForced) and event.signal == "SIGINT"
 

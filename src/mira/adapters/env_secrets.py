@@ -1,4 +1,4 @@
-"""Secrets from environment variables: secret://github-credentials:token -> GITHUB_CREDENTIALS_TOKEN."""
+"""Secrets from environment variables: secret://app-creds:token reads APP_CREDS_TOKEN."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ class EnvSecretsBackend(SecretsBackend):
         if var in self._environ:
             return self._environ[var]
         prefix = var + "_"
-        found = {k[len(prefix):].lower(): v for k, v in self._environ.items() if k.startswith(prefix)}
+        found = {
+            k[len(prefix) :].lower(): v for k, v in self._environ.items() if k.startswith(prefix)
+        }
         if not found:
             raise SecretNotFound(f"secret {path}: neither {var} nor {prefix}* is set")
         return found

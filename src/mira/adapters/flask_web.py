@@ -84,8 +84,11 @@ def create_app(
 
     @app.get("/metrics")
     def metrics_page() -> Response:
-        return Response(metrics.render(), mimetype=metrics.content_type.split(";")[0],
-                        headers={"Content-Type": metrics.content_type})
+        return Response(
+            metrics.render(),
+            mimetype=metrics.content_type.split(";")[0],
+            headers={"Content-Type": metrics.content_type},
+        )
 
     @app.post("/api/v1/messages")
     def messages() -> Response:
@@ -93,8 +96,11 @@ def create_app(
         try:
             message = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            where = f" at line {exc.lineno}, column {exc.colno}" if isinstance(
-                exc, json.JSONDecodeError) else ""
+            where = (
+                f" at line {exc.lineno}, column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
             return _error(400, f"body: malformed JSON{where}", field="body")
         try:
             result = handlers.process_message(message)
@@ -106,7 +112,9 @@ def create_app(
     def http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
         if code == 413:
-            return _error(413, f"request body larger than server.max_body_bytes ({max_body_bytes} bytes)")
+            return _error(
+                413, f"request body larger than server.max_body_bytes ({max_body_bytes} bytes)"
+            )
         return _error(code, exc.description or exc.name)
 
     @app.errorhandler(Exception)

@@ -22,7 +22,7 @@ class InMemoryJournal:
     def read(self, since: int = 0) -> list[object]:
         with self._lock:
             first = self._appended - len(self._events)
-            return list(self._events)[max(0, since - first):]
+            return list(self._events)[max(0, since - first) :]
 
     def flush(self) -> None:
         """Nothing buffered in memory."""

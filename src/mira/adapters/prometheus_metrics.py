@@ -18,40 +18,71 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("mira_http_requests_total", "HTTP requests served",
-                                ["method", "route", "status"], registry=r)
-        self.latency = Histogram("mira_http_request_duration_seconds", "HTTP request latency",
-                                 ["method", "route", "status"], buckets=BUCKETS, registry=r)
-        self.errors = Counter("mira_http_request_errors_total",
-                              "HTTP requests answered with a 5xx status", ["method", "route"],
-                              registry=r)
-        self.in_flight = Gauge("mira_http_requests_in_flight", "HTTP requests being served",
-                               registry=r)
-        self.phase = Gauge("mira_lifecycle_phase", "1 for the current lifecycle phase",
-                           ["phase"], registry=r)
-        self.events = Counter("mira_events_total", "Domain events journaled", ["event"],
-                              registry=r)
-        self.config_reloads = Counter("mira_config_reloads_total", "Configuration reloads",
-                                      ["result"], registry=r)
-        self.config_generation = Gauge("mira_config_generation",
-                                       "Generation of the live configuration", registry=r)
-        self.config_last_reload = Gauge("mira_config_last_reload_timestamp_seconds",
-                                        "When the configuration was last (re)loaded", registry=r)
-        self.secret_refresh = Counter("mira_secret_refresh_total", "Secret fetches",
-                                      ["backend", "result"], registry=r)
-        self.secret_age = Gauge("mira_secret_age_seconds", "Seconds since the secret was fetched",
-                                ["name"], registry=r)
-        self.vault_token_ttl = Gauge("mira_vault_token_ttl_seconds",
-                                     "Remaining TTL of Mira's Vault token", registry=r)
-        self.shutdown_phase_seconds = Gauge("mira_shutdown_phase_duration_seconds",
-                                            "Duration of each shutdown phase", ["phase"],
-                                            registry=r)
-        self.integration_requests = Counter("mira_integration_requests_total",
-                                            "Calls to external integrations",
-                                            ["integration", "result"], registry=r)
-        self.integration_latency = Histogram("mira_integration_request_duration_seconds",
-                                             "Latency of calls to external integrations",
-                                             ["integration"], buckets=BUCKETS, registry=r)
+        self.requests = Counter(
+            "mira_http_requests_total",
+            "HTTP requests served",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mira_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "mira_http_request_errors_total",
+            "HTTP requests answered with a 5xx status",
+            ["method", "route"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "mira_http_requests_in_flight", "HTTP requests being served", registry=r
+        )
+        self.phase = Gauge(
+            "mira_lifecycle_phase", "1 for the current lifecycle phase", ["phase"], registry=r
+        )
+        self.events = Counter("mira_events_total", "Domain events journaled", ["event"], registry=r)
+        self.config_reloads = Counter(
+            "mira_config_reloads_total", "Configuration reloads", ["result"], registry=r
+        )
+        self.config_generation = Gauge(
+            "mira_config_generation", "Generation of the live configuration", registry=r
+        )
+        self.config_last_reload = Gauge(
+            "mira_config_last_reload_timestamp_seconds",
+            "When the configuration was last (re)loaded",
+            registry=r,
+        )
+        self.secret_refresh = Counter(
+            "mira_secret_refresh_total", "Secret fetches", ["backend", "result"], registry=r
+        )
+        self.secret_age = Gauge(
+            "mira_secret_age_seconds", "Seconds since the secret was fetched", ["name"], registry=r
+        )
+        self.vault_token_ttl = Gauge(
+            "mira_vault_token_ttl_seconds", "Remaining TTL of Mira's Vault token", registry=r
+        )
+        self.shutdown_phase_seconds = Gauge(
+            "mira_shutdown_phase_duration_seconds",
+            "Duration of each shutdown phase",
+            ["phase"],
+            registry=r,
+        )
+        self.integration_requests = Counter(
+            "mira_integration_requests_total",
+            "Calls to external integrations",
+            ["integration", "result"],
+            registry=r,
+        )
+        self.integration_latency = Histogram(
+            "mira_integration_request_duration_seconds",
+            "Latency of calls to external integrations",
+            ["integration"],
+            buckets=BUCKETS,
+            registry=r,
+        )
         for phase in Phase:
             self.phase.labels(phase.value).set(0)
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -61,8 +92,10 @@ class Metrics:
         children = self._children.get(key)
         if children is None:
             label = str(status)
-            children = (self.requests.labels(method, route, label),
-                        self.latency.labels(method, route, label))
+            children = (
+                self.requests.labels(method, route, label),
+                self.latency.labels(method, route, label),
+            )
             self._children[key] = children
             if status >= 500:
                 self.errors.labels(method, route)

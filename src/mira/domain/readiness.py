@@ -50,8 +50,11 @@ def _secrets(state: RuntimeState, now: float) -> tuple[dict[str, dict[str, Any]]
             continue
         age = max(0.0, now - status.fetched_at)
         stale = status.failures > 0 or (settings.secrets.auto_refresh and age > stale_after)
-        out[name] = {"state": "stale" if stale else "fresh", "age_seconds": round(age, 1),
-                     "version": status.version}
+        out[name] = {
+            "state": "stale" if stale else "fresh",
+            "age_seconds": round(age, 1),
+            "version": status.version,
+        }
         if status.last_error and status.failures:
             out[name]["error"] = status.last_error
         if stale:

@@ -32,8 +32,12 @@ class Boot:
     boot_id: str
 
 
-def bootstrap(path: str, environ: Mapping[str, str] | None = None,
-              container: Container | None = None, configure_logs: bool = True) -> Boot:
+def bootstrap(
+    path: str,
+    environ: Mapping[str, str] | None = None,
+    container: Container | None = None,
+    configure_logs: bool = True,
+) -> Boot:
     """Read and validate the file, configure logging, prepare the container (nothing started)."""
     env = os.environ if environ is None else environ
     snapshot = read_config_file(path)

@@ -75,17 +75,27 @@ def _call(callback: Callable[[Any], None], arg: Any, key: str | None) -> None:
     try:
         callback(arg)
     except Exception:
-        log.exception("Configuration callback failed", key=key,
-                      callback=getattr(callback, "__qualname__", repr(callback)))
+        log.exception(
+            "Configuration callback failed",
+            key=key,
+            callback=getattr(callback, "__qualname__", repr(callback)),
+        )
 
 
 class ConfigReloader:
     """The object the guide calls `app.hot_reload_config`."""
 
-    def __init__(self, path: str, submit: Callable[[ApplyConfig], Any], clock: Clock,
-                 ids: IdGenerator, environ: Mapping[str, str], subscriptions: ConfigSubscriptions,
-                 watcher_factory: WatcherFactory,
-                 resolve: Callable[[Settings], list[tuple[str, str]]] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        submit: Callable[[ApplyConfig], Any],
+        clock: Clock,
+        ids: IdGenerator,
+        environ: Mapping[str, str],
+        subscriptions: ConfigSubscriptions,
+        watcher_factory: WatcherFactory,
+        resolve: Callable[[Settings], list[tuple[str, str]]] | None = None,
+    ) -> None:
         self.path = path
         self._submit = submit
         self._clock = clock
@@ -116,10 +126,15 @@ class ConfigReloader:
             parsed = load_settings(snapshot.text, snapshot.path, self._environ)
             if parsed.settings is not None:
                 unresolved = self._resolve(parsed.settings)
-        return ApplyConfig(correlation_id=correlation_id or self._ids.new_id(),
-                           at=self._clock.now(), source=snapshot.path, text=snapshot.text,
-                           read_error=snapshot.error, environ=dict(self._environ),
-                           unresolved=tuple(unresolved))
+        return ApplyConfig(
+            correlation_id=correlation_id or self._ids.new_id(),
+            at=self._clock.now(),
+            source=snapshot.path,
+            text=snapshot.text,
+            read_error=snapshot.error,
+            environ=dict(self._environ),
+            unresolved=tuple(unresolved),
+        )
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Watcher callback (its own thread): hand the new content to the bus and wait."""
@@ -136,14 +151,18 @@ class ConfigReloader:
             if self._watcher is not None or not settings.hot_reload:
                 return
             self._initial_digest = initial_digest or self._initial_digest
-            watcher = self._watcher_factory(self.path, self.on_snapshot,
-                                            poll_interval=settings.poll_interval,
-                                            debounce=settings.debounce,
-                                            initial_digest=self._initial_digest)
+            watcher = self._watcher_factory(
+                self.path,
+                self.on_snapshot,
+                poll_interval=settings.poll_interval,
+                debounce=settings.debounce,
+                initial_digest=self._initial_digest,
+            )
             watcher.start()
             self._watcher = watcher
-        log.info("Watching configuration file", path=self.path,
-                 poll_interval=settings.poll_interval)
+        log.info(
+            "Watching configuration file", path=self.path, poll_interval=settings.poll_interval
+        )
 
     def reconfigure(self, settings: ReloadSettings) -> None:
         """Apply a change of the `config` section: start/stop watching, new poll interval."""

@@ -49,11 +49,20 @@ class StartupError(Exception):
 class Runtime:
     """Owns the order of things; all decisions are the domain's, all I/O the adapters'."""
 
-    def __init__(self, *, bus: MessageBus, secrets: SecretsManager, reloader: ConfigReloader,
-                 hooks: ShutdownHooks, server_factory: Callable[[], Server], clock: Clock,
-                 ids: IdGenerator, apply_logging: Callable[[LoggingSettings], None],
-                 observers: list[Callable[[ev.Event], None]] | None = None,
-                 exit_process: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bus: MessageBus,
+        secrets: SecretsManager,
+        reloader: ConfigReloader,
+        hooks: ShutdownHooks,
+        server_factory: Callable[[], Server],
+        clock: Clock,
+        ids: IdGenerator,
+        apply_logging: Callable[[LoggingSettings], None],
+        observers: list[Callable[[ev.Event], None]] | None = None,
+        exit_process: Callable[[int], None] | None = None,
+    ) -> None:
         self.bus = bus
         self.secrets = secrets
         self.reloader = reloader
@@ -68,9 +77,9 @@ class Runtime:
         self.server: Server | None = None
         self.address: tuple[str, int] | None = None
         self._serve_thread: threading.Thread | None = None
-        self.coordinator = ShutdownCoordinator(bus.submit, clock, ids, hooks,
-                                               hook_timeout=self._hook_timeout,
-                                               on_done=self._finish)
+        self.coordinator = ShutdownCoordinator(
+            bus.submit, clock, ids, hooks, hook_timeout=self._hook_timeout, on_done=self._finish
+        )
         self._wire(observers or [])
 
     def _hook_timeout(self) -> float:
@@ -102,18 +111,27 @@ class Runtime:
         if any(k.startswith("secrets.") for k in changed):
             self.secrets.reconfigure(settings.secrets)
         if event.restart_required:
-            log.warning("Configuration change needs a restart; not applied (restart required)",
-                        restart_required=list(event.restart_required))
+            log.warning(
+                "Configuration change needs a restart; not applied (restart required)",
+                restart_required=list(event.restart_required),
+            )
         applied = tuple(k for k in changed if k not in event.restart_required)
-        log.info("Configuration reloaded successfully", changed_keys=list(changed),
-                 generation=event.generation, source=event.source)
+        log.info(
+            "Configuration reloaded successfully",
+            changed_keys=list(changed),
+            generation=event.generation,
+            source=event.source,
+        )
         if applied:
             self.reloader.subscriptions.notify(applied, settings)
 
     def _on_config_rejected(self, event: ev.ConfigRejected) -> None:
-        log.error("Configuration rejected; keeping the last good configuration",
-                  source=event.source, reasons=list(event.reasons),
-                  generation=self.bus.state.config_generation)
+        log.error(
+            "Configuration rejected; keeping the last good configuration",
+            source=event.source,
+            reasons=list(event.reasons),
+            generation=self.bus.state.config_generation,
+        )
 
     def _on_secret_rotated(self, event: ev.SecretRotated) -> None:
         settings = self.bus.state.settings
@@ -121,10 +139,15 @@ class Runtime:
             return
         from mira.domain.config.secret_refs import find_refs
 
-        keys = tuple(sorted(k for k, ref in find_refs(settings).items() if ref.path == event.secret))
+        keys = tuple(
+            sorted(k for k, ref in find_refs(settings).items() if ref.path == event.secret)
+        )
         if keys:
-            log.info("Secret rotated; re-resolved configuration values", secret=event.secret,
-                     changed_keys=list(keys))
+            log.info(
+                "Secret rotated; re-resolved configuration values",
+                secret=event.secret,
+                changed_keys=list(keys),
+            )
             self.reloader.subscriptions.notify(keys, settings)
 
     def _on_shutdown_requested(self, event: ev.ShutdownRequested) -> None:
@@ -132,8 +155,9 @@ class Runtime:
 
     def _on_forced(self, event: ev.ShutdownForced) -> None:
         code = forced_exit_code(event.signal)
-        log.warning("Second stop signal during shutdown; exiting now", signal=event.signal,
-                    exit_code=code)
+        log.warning(
+            "Second stop signal during shutdown; exiting now", signal=event.signal, exit_code=code
+        )
         if self._exit_process is not None:
             self._exit_process(code)
         self._finish(code)
@@ -165,9 +189,13 @@ class Runtime:
         self.reloader.start(settings.config, initial_digest=snapshot.digest)
         self.bus.handle(MarkReady(correlation_id=command.correlation_id, at=self._clock.now()))
         if self.bus.state.phase is Phase.READY:
-            log.info("Mira started", host=self.address[0], port=self.address[1],
-                     generation=self.bus.state.config_generation,
-                     secrets_backend=self.secrets.backend.name)
+            log.info(
+                "Mira started",
+                host=self.address[0],
+                port=self.address[1],
+                generation=self.bus.state.config_generation,
+                secrets_backend=self.secrets.backend.name,
+            )
 
     def _serve(self) -> None:
         assert self.server is not None
@@ -182,8 +210,11 @@ class Runtime:
 
     def request_shutdown(self, signal_name: str = "SIGTERM") -> None:
         """Safe from a signal handler: only puts a command on the bus queue."""
-        self.bus.submit(RequestShutdown(correlation_id=self._ids.new_id(), at=self._clock.now(),
-                                        signal=signal_name))
+        self.bus.submit(
+            RequestShutdown(
+                correlation_id=self._ids.new_id(), at=self._clock.now(), signal=signal_name
+            )
+        )
 
     def _finish(self, exit_code: int) -> None:
         self._exit_code = exit_code

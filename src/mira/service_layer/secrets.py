@@ -36,9 +36,15 @@ def _as_text(ref: SecretRef, raw: Any) -> str:
 class SecretsManager:
     """Hot path: `get(text)` is one dict lookup. Writers replace whole dicts (copy-on-write)."""
 
-    def __init__(self, backend: SecretsBackend, submit: Callable[[Any], Any], clock: Clock,
-                 ids: IdGenerator, on_values: Callable[[Iterable[str]], None] | None = None,
-                 on_fetch: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        backend: SecretsBackend,
+        submit: Callable[[Any], Any],
+        clock: Clock,
+        ids: IdGenerator,
+        on_values: Callable[[Iterable[str]], None] | None = None,
+        on_fetch: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self.backend = backend
         self._submit = submit
         self._clock = clock
@@ -87,14 +93,21 @@ class SecretsManager:
         failures: dict[SecretRef, str] = {}
         for ref in sorted(refs):
             try:
-                fetched[ref] = SecretValue(_as_text(ref, self.backend.get_secret(ref.path, ref.key)))
+                fetched[ref] = SecretValue(
+                    _as_text(ref, self.backend.get_secret(ref.path, ref.key))
+                )
                 self._on_fetch(self.backend.name, True)
             except Exception as exc:  # any backend failure keeps the cached value
                 reason = _safe_reason(ref, exc)
                 failures[ref] = reason
                 self._on_fetch(self.backend.name, False)
-                log.warning("Secret fetch failed", secret=ref.path, reference=str(ref),
-                            backend=self.backend.name, reason=reason)
+                log.warning(
+                    "Secret fetch failed",
+                    secret=ref.path,
+                    reference=str(ref),
+                    backend=self.backend.name,
+                    reason=reason,
+                )
         if fetched:
             self._store(fetched)
         self._record(fetched, failures)
@@ -105,19 +118,36 @@ class SecretsManager:
             values = {**self._values, **fetched}
             self._values = values
             self._by_text = {str(ref): v for ref, v in values.items()}
-            self._by_text.update({f"secret://{r.path}:{r.key}": v for r, v in values.items() if r.key})
+            self._by_text.update(
+                {f"secret://{r.path}:{r.key}": v for r, v in values.items() if r.key}
+            )
         self._on_values(v.reveal() for v in values.values())
 
-    def _record(self, fetched: dict[SecretRef, SecretValue], failures: dict[SecretRef, str]) -> None:
+    def _record(
+        self, fetched: dict[SecretRef, SecretValue], failures: dict[SecretRef, str]
+    ) -> None:
         now, cid = self._clock.now(), self._ids.new_id()
         for name in sorted({r.path for r in fetched} - {r.path for r in failures}):
-            parts = sorted((str(r.key), v.reveal()) for r, v in self._values.items() if r.path == name)
+            parts = sorted(
+                (str(r.key), v.reveal()) for r, v in self._values.items() if r.path == name
+            )
             digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
-            self._submit(RecordSecretFetch(correlation_id=cid, at=now, name=name, fingerprint=digest,
-                                           version=self._version(name), backend=self.backend.name))
+            self._submit(
+                RecordSecretFetch(
+                    correlation_id=cid,
+                    at=now,
+                    name=name,
+                    fingerprint=digest,
+                    version=self._version(name),
+                    backend=self.backend.name,
+                )
+            )
         for name, reason in sorted({(r.path, why) for r, why in failures.items()}):
-            self._submit(RecordSecretFailure(correlation_id=cid, at=now, name=name, reason=reason,
-                                             backend=self.backend.name))
+            self._submit(
+                RecordSecretFailure(
+                    correlation_id=cid, at=now, name=name, reason=reason, backend=self.backend.name
+                )
+            )
 
     def _version(self, name: str) -> str | None:
         version = getattr(self.backend, "get_secret_version", None)
@@ -148,8 +178,11 @@ class SecretsManager:
             try:
                 callback(new_value)
             except Exception:
-                log.exception("Secret refresh callback failed", secret=event.secret,
-                              callback=getattr(callback, "__qualname__", repr(callback)))
+                log.exception(
+                    "Secret refresh callback failed",
+                    secret=event.secret,
+                    callback=getattr(callback, "__qualname__", repr(callback)),
+                )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, settings: SecretsSettings) -> None:
@@ -206,7 +239,11 @@ class SecretsManager:
 def _safe_reason(ref: SecretRef, exc: Exception) -> str:
     """A reason naming the reference and the error type; backends never put values in it."""
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if str(ref) in text else f"{ref}: {type(exc).__name__}: {text}"
+    return (
+        f"{type(exc).__name__}: {text}"
+        if str(ref) in text
+        else f"{ref}: {type(exc).__name__}: {text}"
+    )
 
 
 __all__ = ["SecretsManager", "parse_secret_ref"]

@@ -53,8 +53,9 @@ class ShutdownHooks:
     def __init__(self) -> None:
         self._hooks: list[Hook] = []
 
-    def add(self, name: str, fn: Callable[[], Any], order: int = 100,
-            timeout: float | None = None) -> None:
+    def add(
+        self, name: str, fn: Callable[[], Any], order: int = 100, timeout: float | None = None
+    ) -> None:
         self._hooks.append(Hook(order, name, fn, timeout))
 
     def ordered(self) -> list[Hook]:
@@ -84,9 +85,15 @@ def run_bounded(fn: Callable[[], Any], timeout: float, name: str) -> str | None:
 class ShutdownCoordinator:
     """Carries out the phases the domain decided; reports each fact back as a command."""
 
-    def __init__(self, submit: Callable[[cmd.Command], Any], clock: Clock, ids: IdGenerator,
-                 hooks: ShutdownHooks, hook_timeout: Callable[[], float],
-                 on_done: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        submit: Callable[[cmd.Command], Any],
+        clock: Clock,
+        ids: IdGenerator,
+        hooks: ShutdownHooks,
+        hook_timeout: Callable[[], float],
+        on_done: Callable[[int], None],
+    ) -> None:
         self._submit = submit
         self._clock = clock
         self._ids = ids
@@ -103,8 +110,9 @@ class ShutdownCoordinator:
         server = self.server
         if server is not None:
             server.start_draining()
-        self._thread = threading.Thread(target=self._run, args=(event,), name="mira-shutdown",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(event,), name="mira-shutdown", daemon=True
+        )
         self._thread.start()
 
     def _command(self, factory: Callable[..., cmd.Command], cid: str, **fields: Any) -> None:
@@ -120,8 +128,11 @@ class ShutdownCoordinator:
             server = self.server
             mark = time.monotonic()
             if server is not None and event.drain_delay > 0:
-                log.info("Draining: still serving during drain_delay", seconds=event.drain_delay,
-                         in_flight=server.in_flight)
+                log.info(
+                    "Draining: still serving during drain_delay",
+                    seconds=event.drain_delay,
+                    in_flight=server.in_flight,
+                )
                 threading.Event().wait(event.drain_delay)
             durations["drain_delay"] = time.monotonic() - mark
             server = self.server  # start-up may have bound it meanwhile
@@ -133,12 +144,16 @@ class ShutdownCoordinator:
                 mark = time.monotonic()
                 abandoned = server.wait_drained(event.timeout)
                 durations["drain"] = time.monotonic() - mark
-                self._command(cmd.RecordDrainResult, cid, abandoned=abandoned,
-                              duration=durations["drain"])
+                self._command(
+                    cmd.RecordDrainResult, cid, abandoned=abandoned, duration=durations["drain"]
+                )
                 if abandoned:
                     exit_code = EXIT_DEADLINE
-                    log.error("Shutdown deadline reached with requests still running",
-                              abandoned=abandoned, timeout=event.timeout)
+                    log.error(
+                        "Shutdown deadline reached with requests still running",
+                        abandoned=abandoned,
+                        timeout=event.timeout,
+                    )
                 server.stop(timeout=1.0)
             mark = time.monotonic()
             self._run_hooks(cid)
@@ -149,8 +164,9 @@ class ShutdownCoordinator:
         durations["total"] = time.monotonic() - started
         rounded = tuple((k, round(v, 4)) for k, v in durations.items())
         self._command(cmd.RecordStopped, cid, exit_code=exit_code, phase_durations=rounded)
-        log.info("Shutdown complete", exit_code=exit_code,
-                 **{f"{k}_seconds": v for k, v in rounded})
+        log.info(
+            "Shutdown complete", exit_code=exit_code, **{f"{k}_seconds": v for k, v in rounded}
+        )
         self._on_done(exit_code)
 
     def _run_hooks(self, cid: str) -> None:
