@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,7 +27,8 @@ from mira.domain.config.model import (
 from mira.domain.ports import SecretsBackend
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_reload import ConfigReloader, ConfigSubscriptions
-from mira.service_layer.messages import default_handlers
+from mira.service_layer.integrations import Integrations
+from mira.service_layer.messages import MessageHandlers, default_handlers, plan_handler
 from mira.service_layer.runtime import Runtime
 from mira.service_layer.secrets import SecretsManager
 from mira.service_layer.shutdown import ShutdownHooks
@@ -94,13 +96,25 @@ def _event_metrics(metrics: Metrics) -> Callable[[ev.Event], None]:
 def _bus(journal: InMemoryJournal, metrics: Metrics) -> MessageBus:
     bus = MessageBus(journal)
     bus.on_state(metrics.observe_state)
+
+    def track_age(event: ev.SecretLoaded | ev.SecretRotated) -> None:
+        name = event.secret
+
+        def age() -> float:
+            status = bus.state.secrets.get(name)
+            fetched = status.fetched_at if status else None
+            return time.time() - fetched if fetched is not None else float("nan")
+
+        metrics.secret_age.labels(name).set_function(age)
+
+    bus.subscribe(ev.SecretLoaded, track_age)
     return bus
 
 
 def _secrets_manager(
     backend: SecretsBackend, bus: MessageBus, clock: SystemClock, ids: UuidIds, metrics: Metrics
 ) -> SecretsManager:
-    return SecretsManager(
+    manager = SecretsManager(
         backend,
         bus.submit,
         clock,
@@ -110,6 +124,65 @@ def _secrets_manager(
             name, "ok" if ok else "error"
         ).inc(),
     )
+
+    def token_ttl() -> float:
+        ttl = getattr(manager.backend, "token_ttl_seconds", None)
+        value = ttl() if ttl is not None else None
+        return float("nan") if value is None else float(value)
+
+    metrics.vault_token_ttl.set_function(token_ttl)
+    return manager
+
+
+def _github(
+    settings: Settings,
+    resolve: Callable[[str | None], Any],
+    observe: Callable[[str, str, float], None],
+) -> Any:
+    from mira.adapters.github_integration import github_client_from_settings
+
+    github = settings.integrations.github
+    return github_client_from_settings(github, resolve(github.token), observe=observe)
+
+
+def _jira(
+    settings: Settings,
+    resolve: Callable[[str | None], Any],
+    observe: Callable[[str, str, float], None],
+) -> Any:
+    from mira.adapters.jira_integration import jira_client_from_settings
+
+    jira = settings.integrations.jira
+    return jira_client_from_settings(
+        jira, resolve(jira.username), resolve(jira.api_token), observe=observe
+    )
+
+
+def _integrations(
+    secrets: SecretsManager,
+    bus: MessageBus,
+    metrics: Metrics,
+    subscriptions: ConfigSubscriptions,
+    handlers: MessageHandlers,
+    hooks: ShutdownHooks,
+    readiness_checks: dict[str, Any],
+) -> Integrations:
+    def observe(integration: str, result: str, seconds: float) -> None:
+        metrics.integration_requests.labels(integration, result).inc()
+        metrics.integration_latency.labels(integration).observe(seconds)
+
+    integrations = Integrations(
+        {"github": _github, "jira": _jira},
+        secrets.get,
+        lambda: bus.state.settings,
+        plan_handler(_today),
+        observe,
+    )
+    subscriptions.subscribe("integrations", integrations.on_change)
+    handlers.register("publish_plan", integrations.publish)
+    hooks.add("integrations", integrations.close, order=10)
+    readiness_checks["integrations"] = integrations.readiness
+    return integrations
 
 
 def _watcher_factory() -> Callable[..., Any]:
@@ -129,6 +202,11 @@ def _server(app: Any, settings: Settings) -> Any:
     return CherootServer(
         app, host=s.host, port=s.port, threads=s.threads, request_queue_size=s.request_queue_size
     )
+
+
+def _integration_checks(integrations: Integrations, settings: Settings) -> dict[str, Any]:
+    integrations.configure(settings)
+    return integrations.checks()
 
 
 class Container(containers.DeclarativeContainer):
@@ -169,7 +247,19 @@ class Container(containers.DeclarativeContainer):
     )
 
     message_handlers = providers.Singleton(default_handlers, today=providers.Object(_today))
-    readiness_checks = providers.Dict()
+    readiness_checks: providers.Singleton[dict[str, Any]] = providers.Singleton(dict)
+    shutdown_hooks = providers.Singleton(ShutdownHooks)
+    integrations = providers.Singleton(
+        _integrations,
+        secrets,
+        bus,
+        metrics,
+        subscriptions,
+        message_handlers,
+        shutdown_hooks,
+        readiness_checks,
+    )
+    integration_checks = providers.Callable(_integration_checks, integrations, settings)
     web_app = providers.Singleton(
         create_app,
         bus,
@@ -179,7 +269,6 @@ class Container(containers.DeclarativeContainer):
         readiness_checks=readiness_checks,
     )
     server = providers.Factory(_server, web_app, settings)
-    shutdown_hooks = providers.Singleton(ShutdownHooks)
     runtime = providers.Singleton(
         Runtime,
         bus=bus,
@@ -191,4 +280,5 @@ class Container(containers.DeclarativeContainer):
         ids=ids,
         apply_logging=providers.Object(structlog_logging.apply_logging_settings),
         observers=providers.List(providers.Callable(_event_metrics, metrics)),
+        startup_tasks=providers.List(integrations.provided.configure),
     )

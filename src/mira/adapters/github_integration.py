@@ -27,6 +27,7 @@ class GithubClient:
         session: requests.Session | None = None,
         *,
         sleep: Callable[[float], None] | None = None,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         secret = token.reveal() if isinstance(token, SecretValue) else token
         if not secret:
@@ -43,6 +44,7 @@ class GithubClient:
         )
         if sleep is not None:
             self._caller.sleep = sleep
+        self._caller.observe = observe
 
     def __repr__(self) -> str:
         return f"GithubClient(base_url={self._base!r})"
@@ -115,6 +117,7 @@ def github_client_from_settings(
     settings: GithubSettings,
     token: str | SecretValue | None,
     session: requests.Session | None = None,
+    observe: Callable[[str, str, float], None] | None = None,
 ) -> GithubClient:
     """Build the client or raise IntegrationUnavailable naming the missing setting."""
     if not settings.enabled:
@@ -123,4 +126,4 @@ def github_client_from_settings(
         raise IntegrationUnavailable(
             "github", "integrations.github.token is not set (nor GITHUB_TOKEN)"
         )
-    return GithubClient(settings, token, session)
+    return GithubClient(settings, token, session, observe=observe)

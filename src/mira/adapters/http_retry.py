@@ -116,6 +116,8 @@ class Caller:
     secrets: tuple[str, ...] = field(default=(), repr=False)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
+    #: called after each request with (integration, "ok" | "error", seconds), e.g. for metrics
+    observe: Callable[[str, str, float], None] | None = field(default=None, repr=False)
     _inflight: int = field(default=0, init=False, repr=False)
     _closing: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -132,9 +134,15 @@ class Caller:
         """Send; retry what may be retried; raise IntegrationError for any final failure."""
         with self._lock:
             self._inflight += 1
+        started = time.perf_counter()
+        result = "error"
         try:
-            return self._request(method, url, kwargs)
+            response = self._request(method, url, kwargs)
+            result = "ok"
+            return response
         finally:
+            if self.observe is not None:
+                self.observe(self.integration, result, time.perf_counter() - started)
             with self._lock:
                 self._inflight -= 1
                 last = self._closing and self._inflight == 0

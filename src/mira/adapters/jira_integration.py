@@ -36,6 +36,7 @@ class JiraClient:
         session: requests.Session | None = None,
         *,
         sleep: Callable[[float], None] | None = None,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         token, user = _reveal(api_token), _reveal(username)
         if not settings.url:
@@ -52,6 +53,7 @@ class JiraClient:
         )
         if sleep is not None:
             self._caller.sleep = sleep
+        self._caller.observe = observe
         self._legacy_search = False
 
     def __repr__(self) -> str:
@@ -153,6 +155,7 @@ def jira_client_from_settings(
     username: str | SecretValue | None,
     api_token: str | SecretValue | None,
     session: requests.Session | None = None,
+    observe: Callable[[str, str, float], None] | None = None,
 ) -> JiraClient:
     """Build the client or raise IntegrationUnavailable naming the missing setting."""
     if not settings.enabled:
@@ -163,4 +166,4 @@ def jira_client_from_settings(
         raise IntegrationUnavailable(
             "jira", "integrations.jira.api_token is not set (nor JIRA_API_TOKEN)"
         )
-    return JiraClient(settings, username, _reveal(api_token), session)
+    return JiraClient(settings, username, _reveal(api_token), session, observe=observe)

@@ -61,9 +61,11 @@ class Runtime:
         ids: IdGenerator,
         apply_logging: Callable[[LoggingSettings], None],
         observers: list[Callable[[ev.Event], None]] | None = None,
+        startup_tasks: list[Callable[[Settings], None]] | None = None,
         exit_process: Callable[[int], None] | None = None,
     ) -> None:
         self.bus = bus
+        self._startup_tasks = startup_tasks or []
         self.secrets = secrets
         self.reloader = reloader
         self.hooks = hooks
@@ -174,6 +176,8 @@ class Runtime:
             raise StartupError("\n".join(failed[0].reasons), failed[0].exit_code)
         settings = self.bus.state.settings
         assert settings is not None
+        for task in self._startup_tasks:
+            task(settings)
         if self._stopping():
             return
         server = self._server_factory()

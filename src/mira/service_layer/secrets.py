@@ -59,6 +59,8 @@ class SecretsManager:
         self._thread: threading.Thread | None = None
         self._unwatch: Callable[[], None] = lambda: None
         self._settings = SecretsSettings()
+        self._digests: dict[str, str] = {}
+        self._versions: dict[str, str | None] = {}
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, text: str | None) -> SecretValue | None:
@@ -132,13 +134,17 @@ class SecretsManager:
                 (str(r.key), v.reveal()) for r, v in self._values.items() if r.path == name
             )
             digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+            # A version lookup costs a backend call: only when the value changed.
+            if self._digests.get(name) != digest:
+                self._versions[name] = self._version(name)
+            self._digests[name] = digest
             self._submit(
                 RecordSecretFetch(
                     correlation_id=cid,
                     at=now,
                     name=name,
                     fingerprint=digest,
-                    version=self._version(name),
+                    version=self._versions.get(name),
                     backend=self.backend.name,
                 )
             )
@@ -189,6 +195,9 @@ class SecretsManager:
         """Watch the backend where it can push, and refresh periodically when auto_refresh."""
         self._settings = settings
         self._stop.clear()
+        start = getattr(self.backend, "start", None)
+        if start is not None:
+            start()
         paths = sorted({r.path for r in self._values})
         if paths:
             self._unwatch = self.backend.watch(paths, self._on_pushed_change)

@@ -1,0 +1,145 @@
+"""GitHub and Jira clients built from the resolved config, swapped atomically on rotation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from mira.domain.config.model import Settings
+from mira.domain.messages import MessageError
+from mira.domain.secret_value import SecretValue
+from mira.service_layer.publish import ClientHolder, IntegrationUnavailable, publish_plan
+
+log = structlog.get_logger("mira.integrations")
+NAMES = ("github", "jira")
+#: builder(settings, resolve, observe) -> client, raising IntegrationUnavailable when disabled
+Builder = Callable[
+    [Settings, Callable[[str | None], SecretValue | None], Callable[[str, str, float], None]], Any
+]
+
+
+class Integrations:
+    """Holds one ClientHolder (or the reason it is unavailable) per integration."""
+
+    def __init__(
+        self,
+        builders: Mapping[str, Builder],
+        resolve: Callable[[str | None], Any],
+        settings: Callable[[], Settings | None],
+        make_plan: Callable[..., Any],
+        observe: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self._builders = dict(builders)
+        self._resolve = resolve
+        self._settings = settings
+        self._make_plan = make_plan
+        self._observe_metrics = observe
+        self._holders: dict[str, ClientHolder[Any] | IntegrationUnavailable | None] = {}
+        self._last: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, settings: Settings | None = None) -> None:
+        """(Re)build every client from `settings`; calls in flight finish on the old ones."""
+        settings = settings or self._settings()
+        if settings is None:
+            return
+        with self._lock:
+            for name, build in self._builders.items():
+                enabled = getattr(settings.integrations, name).enabled
+                try:
+                    client = build(settings, self._resolve, self._record) if enabled else None
+                except IntegrationUnavailable as exc:
+                    self._replace(name, exc)
+                    log.warning("Integration not configured", integration=name, reason=exc.reason)
+                    continue
+                holder = self._holders.get(name)
+                if client is None:
+                    self._replace(name, None)
+                elif isinstance(holder, ClientHolder):
+                    _close(holder.swap(client))
+                    log.info(
+                        "Integration client rebuilt with current credentials", integration=name
+                    )
+                else:
+                    self._holders[name] = ClientHolder(client)
+                    log.info("Integration client ready", integration=name)
+
+    def _replace(self, name: str, value: IntegrationUnavailable | None) -> None:
+        old = self._holders.get(name)
+        self._holders[name] = value
+        if isinstance(old, ClientHolder):
+            _close(old.current())
+
+    def on_change(self, _new_value: Any) -> None:
+        """Config subscription for `integrations` (also fired when a referenced secret rotates)."""
+        self.configure()
+
+    def _record(self, integration: str, result: str, seconds: float) -> None:
+        entry = self._last.setdefault(integration, {})
+        entry["last_call"] = result
+        entry["last_call_at"] = round(time.time(), 3)
+        if self._observe_metrics is not None:
+            self._observe_metrics(integration, result, seconds)
+
+    def publish(self, data: Mapping[str, Any]) -> Any:
+        """The `publish_plan` message handler."""
+        target = data.get("target") if isinstance(data, Mapping) else None
+        try:
+            result = publish_plan(
+                data,
+                github=self._holders.get("github"),
+                jira=self._holders.get("jira"),
+                make_plan=self._make_plan,
+            )
+        except MessageError as exc:
+            if target in NAMES and not isinstance(exc, IntegrationUnavailable):
+                self._last.setdefault(str(target), {})["last_error"] = str(exc)
+            raise
+        if target in NAMES:
+            self._last.setdefault(str(target), {}).pop("last_error", None)
+        return result
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Each enabled integration: configured or why not, last call ok or its error."""
+        out: dict[str, Any] = {}
+        for name, holder in self._holders.items():
+            if holder is None:
+                continue
+            entry: dict[str, Any] = {"configured": isinstance(holder, ClientHolder)}
+            if isinstance(holder, IntegrationUnavailable):
+                entry["reason"] = holder.reason
+            entry.update(self._last.get(name, {}))
+            out[name] = entry
+        return True, out
+
+    def checks(self) -> dict[str, Callable[[], str]]:
+        """For `mira doctor`: one credential check per enabled integration."""
+        checks: dict[str, Callable[[], str]] = {}
+        for name, holder in self._holders.items():
+            if isinstance(holder, ClientHolder):
+                checks[name] = holder.current().check
+            elif isinstance(holder, IntegrationUnavailable):
+                checks[name] = _raiser(holder)
+        return checks
+
+    def close(self) -> None:
+        with self._lock:
+            for name in list(self._holders):
+                self._replace(name, None)
+
+
+def _raiser(exc: Exception) -> Callable[[], str]:
+    def check() -> str:
+        raise exc
+
+    return check
+
+
+def _close(client: Any) -> None:
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
