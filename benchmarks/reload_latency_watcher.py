@@ -167,6 +167,7 @@ def main() -> None:
         f"{'change':8} {'scenario':18} {'trials':>6} {'missed':>6} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>8} {'mean ms':>8} {'p50/base':>8} {'p99/base':>8}"
     )
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores; compare ratios, not ms)")
     gaps = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="mira-watch-bench-") as tmp:
         for change in CHANGES:
