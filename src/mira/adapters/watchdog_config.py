@@ -368,8 +368,8 @@ class ConfigWatcher:
             if trailing:
                 self._hot_until = 0.0
             poll_due = now >= self._last_poll + self._poll_interval
-        error_due = self._settle_due is not None and now >= self._settle_due
-        if full or trailing or error_due:
+        settle_due = self._settle_due is not None and now >= self._settle_due
+        if full or trailing or settle_due:
             self._full_check(now)
         elif hot and not debouncing:
             self._fast_check(now)
