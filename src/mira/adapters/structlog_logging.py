@@ -326,12 +326,14 @@ def configure_logging(settings: LoggingSettings, default_correlation_id: str = "
 
 
 def apply_logging_settings(settings: LoggingSettings) -> None:
-    """Hot-reload: switch level, format and file live (raises OSError if the file can't open)."""
-    if settings.file != SINK.path:
-        SINK.open(settings.file)
+    """Hot-reload: switch level, format and file live. Level and format apply even when the new
+    file cannot be opened; then lines keep going to the old destination and OSError (naming the
+    path) is raised."""
     _State.threshold = logging.getLevelName(settings.level)
     _State.json = settings.json_format
     logging.getLogger().setLevel(_State.threshold)
+    if settings.file != SINK.path:
+        SINK.open(settings.file)
 
 
 def bind_correlation_id(correlation_id: str) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import structlog
@@ -17,6 +19,10 @@ from mira.domain.ports import Clock, IdGenerator
 log = structlog.get_logger("mira.config")
 ReloadCallback = Callable[[dict[str, Any]], None]
 KeyCallback = Callable[[Any], None]
+Resolver = Callable[[Settings], list[tuple[str, str]]]
+#: A watcher thread cannot wait longer than the platform allows (threading.TIMEOUT_MAX); a day
+#: between polls is already far beyond any useful fallback.
+MAX_POLL_INTERVAL = 86_400.0
 
 
 class Snapshot(Protocol):
@@ -44,24 +50,42 @@ class ConfigSubscriptions:
     """Whole-config callbacks (the guide's register_reload_callback) and per-key ones."""
 
     def __init__(self) -> None:
-        self._reload: list[ReloadCallback] = []
-        self._keys: list[tuple[str, KeyCallback]] = []
+        self._lock = threading.Lock()
+        self._reload: tuple[ReloadCallback, ...] = ()
+        self._keys: tuple[tuple[str, KeyCallback], ...] = ()
 
     def register_reload_callback(self, callback: ReloadCallback) -> None:
         """`callback(new_config)` with the new config as a dict (secret values masked)."""
-        self._reload.append(callback)
+        if not callable(callback):
+            raise TypeError(f"register_reload_callback needs a callable, got {callback!r}")
+        with self._lock:
+            self._reload = (*self._reload, callback)
 
     def subscribe(self, key: str, callback: KeyCallback) -> None:
         """`callback(new_value)` when `key` (e.g. "logging.level") or anything under it changes."""
-        self._keys.append((key, callback))
+        if not isinstance(key, str) or not key.strip("."):
+            raise ValueError(f"subscribe needs a dotted key such as 'logging.level', got {key!r}")
+        if not callable(callback):
+            raise TypeError(f"subscribe({key!r}) needs a callable, got {callback!r}")
+        with self._lock:
+            self._keys = (*self._keys, (key.strip("."), callback))
 
     def notify(self, changed: tuple[str, ...], settings: Settings) -> None:
+        """Run every whole-config callback, and the key callbacks whose key is in `changed`."""
+        if not changed:
+            return
         data = masked_dict(settings)
-        for callback in list(self._reload):
-            _call(callback, data, key=None)
-        for key, callback in list(self._keys):
-            if any(c == key or c.startswith(key + ".") for c in changed):
-                _call(callback, _lookup(data, key), key=key)
+        for callback in self._reload:
+            # Each callback gets its own copy: one that mutates its dict cannot affect the next.
+            _call(callback, copy.deepcopy(data), key=None)
+        for key, callback in self._keys:
+            if any(_covers(key, c) for c in changed):
+                _call(callback, copy.deepcopy(_lookup(data, key)), key=key)
+
+
+def _covers(key: str, changed: str) -> bool:
+    """A subscription to `key` hears about `key` itself and every key under it."""
+    return changed == key or changed.startswith(key + ".")
 
 
 def _lookup(data: Mapping[str, Any], key: str) -> Any:
@@ -82,6 +106,17 @@ def _call(callback: Callable[[Any], None], arg: Any, key: str | None) -> None:
         )
 
 
+def _interval(settings: ReloadSettings) -> float:
+    if settings.poll_interval <= MAX_POLL_INTERVAL:
+        return settings.poll_interval
+    log.warning(
+        "config.poll_interval is too long; polling once a day instead",
+        poll_interval=settings.poll_interval,
+        used=MAX_POLL_INTERVAL,
+    )
+    return MAX_POLL_INTERVAL
+
+
 class ConfigReloader:
     """The object the guide calls `app.hot_reload_config`."""
 
@@ -94,7 +129,7 @@ class ConfigReloader:
         environ: Mapping[str, str],
         subscriptions: ConfigSubscriptions,
         watcher_factory: WatcherFactory,
-        resolve: Callable[[Settings], list[tuple[str, str]]] | None = None,
+        resolve: Resolver | None = None,
     ) -> None:
         self.path = path
         self._submit = submit
@@ -103,16 +138,19 @@ class ConfigReloader:
         self._environ = environ
         self.subscriptions = subscriptions
         self._watcher_factory = watcher_factory
-        self._resolve = resolve or (lambda settings: [])
+        self._resolve: Resolver = resolve or (lambda settings: [])
         self._watcher: Watcher | None = None
-        self._lock = threading.Lock()
-        self._initial_digest: str | None = None
+        self._watching: ReloadSettings | None = None
+        self._lock = threading.RLock()
+        self._last_digest: str | None = None
 
     # the guide's API
     def register_reload_callback(self, callback: ReloadCallback) -> None:
+        """`callback(new_config)` after each applied change (new config as a dict, masked)."""
         self.subscriptions.register_reload_callback(callback)
 
     def subscribe(self, key: str, callback: KeyCallback) -> None:
+        """`callback(new_value)` only when `key` or a key under it changed."""
         self.subscriptions.subscribe(key, callback)
 
     @property
@@ -121,11 +159,6 @@ class ConfigReloader:
 
     def command_for(self, snapshot: Snapshot, correlation_id: str | None = None) -> ApplyConfig:
         """Build ApplyConfig, resolving the new file's secret references first."""
-        unresolved: list[tuple[str, str]] = []
-        if snapshot.text is not None:
-            parsed = load_settings(snapshot.text, snapshot.path, self._environ)
-            if parsed.settings is not None:
-                unresolved = self._resolve(parsed.settings)
         return ApplyConfig(
             correlation_id=correlation_id or self._ids.new_id(),
             at=self._clock.now(),
@@ -133,53 +166,95 @@ class ConfigReloader:
             text=snapshot.text,
             read_error=snapshot.error,
             environ=dict(self._environ),
-            unresolved=tuple(unresolved),
+            unresolved=tuple(self._unresolved(snapshot)),
         )
 
+    def _unresolved(self, snapshot: Snapshot) -> list[tuple[str, str]]:
+        if snapshot.text is None:
+            return []
+        parsed = load_settings(snapshot.text, snapshot.path, self._environ)
+        if parsed.settings is None:
+            return []  # the decider rejects it with the parse errors
+        try:
+            return self._resolve(parsed.settings)
+        except Exception as exc:
+            log.exception("Resolving the new configuration's secret references failed")
+            return [("secret references", f"could not be resolved: {type(exc).__name__}")]
+
     def on_snapshot(self, snapshot: Snapshot) -> None:
-        """Watcher callback (its own thread): hand the new content to the bus and wait."""
+        """Watcher callback (its own thread): put the new content on the bus, do not wait.
+
+        Not waiting matters: the bus thread may be stopping this very watcher (hot reload
+        turned off by the file being applied).
+        """
+        self._last_digest = snapshot.digest
         command = self.command_for(snapshot)
         structlog.contextvars.bind_contextvars(correlation_id=command.correlation_id)
         try:
             log.debug("Configuration file changed", path=snapshot.path, digest=snapshot.digest[:12])
-            self._submit(command)
+            result = self._submit(command)
+            if isinstance(result, Future):
+                result.add_done_callback(_log_failure)
         finally:
             structlog.contextvars.clear_contextvars()
 
     def start(self, settings: ReloadSettings, initial_digest: str | None = None) -> None:
+        """Start watching if `settings.hot_reload`; changes after `initial_digest` are applied."""
         with self._lock:
             if self._watcher is not None or not settings.hot_reload:
                 return
-            self._initial_digest = initial_digest or self._initial_digest
+            self._last_digest = initial_digest or self._last_digest
             watcher = self._watcher_factory(
                 self.path,
                 self.on_snapshot,
-                poll_interval=settings.poll_interval,
+                poll_interval=_interval(settings),
                 debounce=settings.debounce,
-                initial_digest=self._initial_digest,
+                initial_digest=self._last_digest,
             )
             watcher.start()
-            self._watcher = watcher
+            self._watcher, self._watching = watcher, settings
         log.info(
             "Watching configuration file", path=self.path, poll_interval=settings.poll_interval
         )
 
     def reconfigure(self, settings: ReloadSettings) -> None:
         """Apply a change of the `config` section: start/stop watching, new poll interval."""
-        if not settings.hot_reload:
-            self.stop()
-            log.info("Configuration hot reload turned off", path=self.path)
-        elif self._watcher is None:
+        with self._lock:
+            current = self._watching
+            if not settings.hot_reload:
+                if self._watcher is not None:
+                    self.stop()
+                    log.info("Configuration hot reload turned off", path=self.path)
+                return
+            if self._watcher is not None and current is not None:
+                if current.debounce != settings.debounce:
+                    self.stop()  # the debounce is fixed at construction: restart the watcher
+                else:
+                    self._watcher.set_poll_interval(_interval(settings))
+                    self._watching = settings
+                    log.info(
+                        "Configuration poll interval changed", poll_interval=_interval(settings)
+                    )
+                    return
             self.start(settings)
-        else:
-            self._watcher.set_poll_interval(settings.poll_interval)
 
     def check_now(self) -> None:
-        if self._watcher is not None:
-            self._watcher.check_now()
+        """Read the file now on the calling thread (a change goes to the bus, unawaited)."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.check_now()
 
     def stop(self, timeout: float = 2.0) -> None:
         with self._lock:
-            watcher, self._watcher = self._watcher, None
+            watcher, self._watcher, self._watching = self._watcher, None, None
         if watcher is not None:
             watcher.stop(timeout)
+
+
+def _log_failure(future: Future[Any]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error(
+            "Configuration change could not be handed to the bus",
+            error=f"{type(exc).__name__}: {exc}",
+        )
