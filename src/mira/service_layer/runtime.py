@@ -46,6 +46,19 @@ class StartupError(Exception):
         self.exit_code = exit_code
 
 
+def _touches(keys: tuple[str, ...], area: str) -> bool:
+    return any(k.startswith(area + ".") for k in keys)
+
+
+def _try(area: str, apply: Callable[[], None]) -> bool:
+    try:
+        apply()
+    except Exception:
+        log.exception("Could not apply the new configuration", area=area)
+        return False
+    return True
+
+
 class Runtime:
     """Owns the order of things; all decisions are the domain's, all I/O the adapters'."""
 
@@ -104,28 +117,35 @@ class Runtime:
         self.hooks.add("config-watcher", self.reloader.stop, order=30)
 
     def _on_config_changed(self, event: ev.ConfigChanged) -> None:
-        changed = event.changed_keys
-        settings = event.settings
-        if any(k.startswith("logging.") for k in changed):
-            self._apply_logging(settings.logging)
-        if any(k.startswith("config.") for k in changed):
-            self.reloader.reconfigure(settings.config)
-        if any(k.startswith("secrets.") for k in changed):
-            self.secrets.reconfigure(settings.secrets)
+        """Apply each changed area on its own: one failing effect stops neither the others,
+        nor the success line, nor the subscribers."""
+        changed, settings = event.changed_keys, event.settings
         if event.restart_required:
             log.warning(
                 "Configuration change needs a restart; not applied (restart required)",
                 restart_required=list(event.restart_required),
+                generation=event.generation,
             )
         applied = tuple(k for k in changed if k not in event.restart_required)
+        effects: list[tuple[str, Callable[[], None]]] = [
+            ("logging", lambda: self._apply_logging(settings.logging)),
+            ("config", lambda: self.reloader.reconfigure(settings.config)),
+            ("secrets", lambda: self.secrets.reconfigure(settings.secrets)),
+        ]
+        failed = []
+        for area, apply in effects:
+            if _touches(applied, area) and not _try(area, apply):
+                failed.append(area)
+        if not applied:
+            return
         log.info(
             "Configuration reloaded successfully",
-            changed_keys=list(changed),
+            changed_keys=list(applied),
             generation=event.generation,
             source=event.source,
+            **({"failed_effects": failed} if failed else {}),
         )
-        if applied:
-            self.reloader.subscriptions.notify(applied, settings)
+        self.reloader.subscriptions.notify(applied, settings)
 
     def _on_config_rejected(self, event: ev.ConfigRejected) -> None:
         log.error(
