@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from mira.adapters.signals import install_stop_signals
 from mira.container import Container
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
+from mira.entrypoints.web import run as run_until_stopped
 from mira.service_layer.config_reload import ConfigReloader
 from mira.service_layer.runtime import Runtime
 
@@ -63,15 +64,17 @@ class MiraApplication:
         return code
 
     def run(self) -> int:
-        """Start, then block until SIGTERM/SIGINT has been handled; returns the exit code."""
-        restore = install_stop_signals(self.runtime.request_shutdown)
-        try:
-            self.start()
-            code = self.runtime.wait()
-        finally:
-            restore()
-            self.runtime.close()
-        return code if code is not None else 1
+        """Start, then block until SIGTERM/SIGINT has been handled; returns the exit code.
+
+        A second signal during the drain exits the process at once (128 + signal number).
+        """
+        return run_until_stopped(self.runtime, self._boot.snapshot)
+
+    def add_shutdown_hook(
+        self, name: str, fn: Callable[[], Any], order: int = 100, timeout: float | None = None
+    ) -> None:
+        """Run `fn` after the drain, in `order` (lower first; Mira's own hooks use 10-50)."""
+        self.container.shutdown_hooks().add(name, fn, order=order, timeout=timeout)
 
     @property
     def address(self) -> tuple[str, int] | None:

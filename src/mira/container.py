@@ -195,13 +195,15 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def _server(app: Any, settings: Settings) -> Any:
+def _server(app: Any, settings: Settings, metrics: Metrics) -> Any:
     from mira.adapters.cheroot_server import CherootServer
 
     s = settings.server
-    return CherootServer(
+    server = CherootServer(
         app, host=s.host, port=s.port, threads=s.threads, request_queue_size=s.request_queue_size
     )
+    metrics.in_flight.set_function(lambda: float(server.in_flight))
+    return server
 
 
 def _integration_checks(integrations: Integrations, settings: Settings) -> dict[str, Any]:
@@ -268,7 +270,7 @@ class Container(containers.DeclarativeContainer):
         max_body_bytes=settings.provided.server.max_body_bytes,
         readiness_checks=readiness_checks,
     )
-    server = providers.Factory(_server, web_app, settings)
+    server = providers.Factory(_server, web_app, settings, metrics)
     runtime = providers.Singleton(
         Runtime,
         bus=bus,
@@ -281,4 +283,6 @@ class Container(containers.DeclarativeContainer):
         apply_logging=providers.Object(structlog_logging.apply_logging_settings),
         observers=providers.List(providers.Callable(_event_metrics, metrics)),
         startup_tasks=providers.List(integrations.provided.configure),
+        journal=journal,
+        flush_logs=providers.Object(structlog_logging.flush_logs),
     )

@@ -1,50 +1,92 @@
-"""`python -m mira.entrypoints.web config.json`: run the service until SIGTERM/SIGINT."""
+"""`python -m mira.entrypoints.web config.json`: run the service until SIGTERM/SIGINT.
+
+Exit codes: 0 after a clean graceful shutdown (also when the signal came during start-up);
+1 when the drain deadline passed with requests still running, or start-up failed at run
+time (port in use); 2 for a configuration error; 128 + signal number (143 SIGTERM, 130
+SIGINT) when a second stop signal arrived during the drain and the process exited at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 import structlog
 
-from mira.adapters.signals import install_stop_signals
+from mira.adapters.signals import StopSignals
 from mira.adapters.structlog_logging import flush_logs
+from mira.container import Container
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap, fail
+from mira.service_layer.config_reload import Snapshot
 from mira.service_layer.runtime import Runtime, StartupError
 
 log = structlog.get_logger("mira.main")
 
 
-def _hard_exit(code: int) -> None:
+def hard_exit(code: int) -> None:
+    """End the process now: flush the logs, skip interpreter shutdown (it would join threads)."""
     flush_logs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
     os._exit(code)
 
 
-def serve(path: str) -> int:
+def serve(path: str, container: Container | None = None) -> int:
+    """Bootstrap from `path` and run until stopped; returns the exit code."""
+    relay = StopSignals()
+    restore = relay.install()  # first, so a signal during bootstrap is not lost
     try:
-        boot = bootstrap(path)
-    except BootstrapError as exc:
-        fail(str(exc))
-        return exc.exit_code
-    runtime: Runtime = boot.container.runtime(exit_process=_hard_exit)
-    restore = install_stop_signals(runtime.request_shutdown)
+        try:
+            boot = bootstrap(path, container=container)
+        except BootstrapError as exc:
+            fail(str(exc))
+            return exc.exit_code
+        runtime: Runtime = boot.container.runtime(exit_process=hard_exit)
+        return run(runtime, boot.snapshot, relay)
+    finally:
+        restore()
+
+
+def run(runtime: Runtime, snapshot: Snapshot, relay: StopSignals | None = None) -> int:
+    """Start, serve until a stop signal has been handled, return the exit code.
+
+    If the process could not end normally (a second signal, or a request still stuck in a
+    worker thread after the deadline), flush the logs and exit here with the code.
+    """
+    restore = None
+    if relay is None:
+        relay = StopSignals()
+        restore = relay.install()
+    relay.attach(runtime.request_shutdown)
     try:
-        runtime.start(boot.snapshot)
+        code = _start_and_wait(runtime, snapshot)
+    finally:
+        if restore is not None:
+            restore()
+        runtime.close()
+        flush_logs()
+    server = runtime.server
+    stuck = server.in_flight if server is not None else 0
+    if code >= 128 or stuck:
+        log.warning("Exiting without waiting for worker threads", exit_code=code, stuck=stuck)
+        hard_exit(code)
+    return code
+
+
+def _start_and_wait(runtime: Runtime, snapshot: Snapshot) -> int:
+    try:
+        runtime.start(snapshot)
     except StartupError as exc:
         log.error("Start-up failed", reason=str(exc))
         fail(f"start-up failed: {exc}")
-        runtime.close()
         return exc.exit_code
     except Exception as exc:
         log.exception("Start-up failed")
         fail(f"start-up failed: {type(exc).__name__}: {exc}")
         return 1
-    try:
-        code = runtime.wait()
-    finally:
-        restore()
-        runtime.close()
-        flush_logs()
+    code = runtime.wait()
     return code if code is not None else 1
 
 

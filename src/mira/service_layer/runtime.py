@@ -10,8 +10,8 @@ import structlog
 
 from mira.domain import events as ev
 from mira.domain.commands import MarkReady, RequestShutdown
-from mira.domain.config.model import LoggingSettings, Settings
-from mira.domain.ports import Clock, IdGenerator
+from mira.domain.config.model import LoggingSettings, Settings, ShutdownSettings
+from mira.domain.ports import Clock, EventJournal, IdGenerator
 from mira.domain.state import Phase
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_reload import ConfigReloader, Snapshot
@@ -19,6 +19,11 @@ from mira.service_layer.secrets import SecretsManager
 from mira.service_layer.shutdown import (
     EXIT_CONFIG,
     EXIT_DEADLINE,
+    EXIT_OK,
+    ORDER_CONFIG_WATCHER,
+    ORDER_JOURNAL,
+    ORDER_LOGS,
+    ORDER_SECRETS,
     ShutdownCoordinator,
     ShutdownHooks,
     forced_exit_code,
@@ -76,6 +81,8 @@ class Runtime:
         observers: list[Callable[[ev.Event], None]] | None = None,
         startup_tasks: list[Callable[[Settings], None]] | None = None,
         exit_process: Callable[[int], None] | None = None,
+        journal: EventJournal | None = None,
+        flush_logs: Callable[[], None] | None = None,
     ) -> None:
         self.bus = bus
         self._startup_tasks = startup_tasks or []
@@ -92,14 +99,27 @@ class Runtime:
         self.server: Server | None = None
         self.address: tuple[str, int] | None = None
         self._serve_thread: threading.Thread | None = None
+        self._bus_started = False
+        self._early_signals: list[str] = []
         self.coordinator = ShutdownCoordinator(
-            bus.submit, clock, ids, hooks, hook_timeout=self._hook_timeout, on_done=self._finish
+            bus.submit, clock, hooks, settings=self._shutdown_settings, on_done=self._finish
         )
         self._wire(observers or [])
+        self._register_hooks(journal, flush_logs)
 
-    def _hook_timeout(self) -> float:
-        settings = self.bus.state.settings
-        return settings.shutdown.hook_timeout if settings else 2.0
+    def _shutdown_settings(self) -> ShutdownSettings:
+        return (self.bus.state.settings or Settings()).shutdown
+
+    def _register_hooks(
+        self, journal: EventJournal | None, flush_logs: Callable[[], None] | None
+    ) -> None:
+        """Default cleanup hooks after the integrations' own (order 10), in the issue's order."""
+        self.hooks.add("secrets-refresher", self.secrets.stop, order=ORDER_SECRETS)
+        self.hooks.add("config-watcher", self.reloader.stop, order=ORDER_CONFIG_WATCHER)
+        if journal is not None:
+            self.hooks.add("journal-flush", journal.flush, order=ORDER_JOURNAL)
+        if flush_logs is not None:
+            self.hooks.add("log-flush", flush_logs, order=ORDER_LOGS)
 
     # -- effect handlers -------------------------------------------------------------------
     def _wire(self, observers: list[Callable[[ev.Event], None]]) -> None:
@@ -113,8 +133,6 @@ class Runtime:
         bus.subscribe(ev.DrainStarted, self.coordinator.on_drain_started)
         bus.subscribe(ev.ShutdownRequested, self._on_shutdown_requested)
         bus.subscribe(ev.ShutdownForced, self._on_forced)
-        self.hooks.add("secrets-refresher", self.secrets.stop, order=20)
-        self.hooks.add("config-watcher", self.reloader.stop, order=30)
 
     def _on_config_changed(self, event: ev.ConfigChanged) -> None:
         """Apply each changed area on its own: one failing effect stops neither the others,
@@ -186,8 +204,25 @@ class Runtime:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, snapshot: Snapshot) -> None:
-        """Apply the file, bind, serve, become ready. Raises StartupError on failure."""
+        """Apply the file, bind, serve, become ready. Raises StartupError on failure.
+
+        A stop signal at any point ends start-up early: the remaining steps are skipped and
+        the drain (which waits for this method to return) stops whatever was started.
+        """
         self.bus.start()
+        self._bus_started = True
+        for name in self._early_signals:
+            self.request_shutdown(name)
+        try:
+            self._start(snapshot)
+        except BaseException:
+            if self.server is not None:  # its worker threads would keep the process alive
+                self.server.stop(timeout=1.0)
+            raise
+        finally:
+            self.coordinator.startup_finished.set()
+
+    def _start(self, snapshot: Snapshot) -> None:
         command = self.reloader.command_for(snapshot)
         structlog.contextvars.bind_contextvars(correlation_id=command.correlation_id)
         events = self.bus.handle(command, timeout=60)
@@ -209,7 +244,11 @@ class Runtime:
         self.coordinator.server = server
         self._serve_thread = threading.Thread(target=self._serve, name="mira-server", daemon=True)
         self._serve_thread.start()
+        if self._stopping():
+            return
         self.secrets.start(settings.secrets)
+        if self._stopping():
+            return
         self.reloader.start(settings.config, initial_digest=snapshot.digest)
         self.bus.handle(MarkReady(correlation_id=command.correlation_id, at=self._clock.now()))
         if self.bus.state.phase is Phase.READY:
@@ -233,7 +272,11 @@ class Runtime:
         return self.bus.state.phase in (Phase.DRAINING, Phase.STOPPED)
 
     def request_shutdown(self, signal_name: str = "SIGTERM") -> None:
-        """Safe from a signal handler: only puts a command on the bus queue."""
+        """Safe from a signal handler: only puts a command on the bus queue (or, before the
+        bus runs, remembers it for start())."""
+        if not self._bus_started:
+            self._early_signals.append(signal_name)
+            return
         self.bus.submit(
             RequestShutdown(
                 correlation_id=self._ids.new_id(), at=self._clock.now(), signal=signal_name
@@ -243,6 +286,10 @@ class Runtime:
     def _finish(self, exit_code: int) -> None:
         self._exit_code = exit_code
         self._done.set()
+        if not self.coordinator.startup_finished.is_set() and self._exit_process is not None:
+            # start() is stuck in the main thread past the drain timeout: nothing returns to
+            # the entrypoint, so end the process from here.
+            self._exit_process(exit_code)
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until stopped (waking regularly so signal handlers run); the exit code."""
@@ -254,9 +301,9 @@ class Runtime:
 
     def stop(self, signal_name: str = "stop", timeout: float = 60.0) -> int | None:
         """Run the whole graceful sequence (embedding apps and tests)."""
-        if self._done.is_set():
-            return self._exit_code
-        if self.bus.state.phase is Phase.STOPPED:
+        if not self._bus_started:
+            return EXIT_OK
+        if self._done.is_set() or self.bus.state.phase is Phase.STOPPED:
             return self._exit_code
         self.request_shutdown(signal_name)
         return self.wait(timeout)

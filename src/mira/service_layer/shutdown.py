@@ -1,7 +1,16 @@
-"""Graceful shutdown: the drain sequence and ordered cleanup hooks, each bounded in time."""
+"""Graceful shutdown: the drain sequence and ordered cleanup hooks, bounded in time.
+
+Exit codes: 0 clean; 1 when the drain deadline passed with requests still running (their
+number is logged as `abandoned`) or the sequence failed; 2 for a configuration error at
+start-up; 128 + the signal number (143 SIGTERM, 130 SIGINT) when a second stop signal arrives
+during the drain, which exits at once without waiting for anything.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -11,23 +20,29 @@ from typing import Any, Protocol
 import structlog
 
 from mira.domain import commands as cmd
+from mira.domain.config.model import ShutdownSettings
 from mira.domain.events import DrainStarted
-from mira.domain.ports import Clock, IdGenerator
+from mira.domain.ports import Clock
 
 log = structlog.get_logger("mira.shutdown")
 EXIT_OK = 0
 EXIT_DEADLINE = 1
 EXIT_CONFIG = 2
+# Default hook orders, lower first: the issue's sequence; embedding apps default to 100.
+ORDER_INTEGRATIONS = 10
+ORDER_SECRETS = 20
+ORDER_CONFIG_WATCHER = 30
+ORDER_JOURNAL = 40
+ORDER_LOGS = 50
+_STOP_GRACE = 1.0  # seconds server.stop() may take once every request has finished
 
 
 def forced_exit_code(signal_name: str) -> int:
     """A second signal during the drain exits at once with 128 + the signal number."""
-    import signal as _signal
-
     try:
-        return 128 + int(_signal.Signals[signal_name])
+        return 128 + int(signal.Signals[signal_name])
     except KeyError:
-        return 130
+        return 128 + int(signal.SIGINT)
 
 
 class DrainableServer(Protocol):
@@ -48,27 +63,39 @@ class Hook:
 
 
 class ShutdownHooks:
-    """Cleanup hooks run in `order` (lower first) after the drain; embedding apps add theirs."""
+    """Cleanup hooks run in `order` (lower first, ties in the order added) after the drain."""
 
     def __init__(self) -> None:
         self._hooks: list[Hook] = []
+        self._lock = threading.Lock()
 
     def add(
         self, name: str, fn: Callable[[], Any], order: int = 100, timeout: float | None = None
     ) -> None:
-        self._hooks.append(Hook(order, name, fn, timeout))
+        """Register `fn`; it gets min(timeout or shutdown.hook_timeout, what remains)."""
+        if not name:
+            raise ValueError("shutdown hook name must not be empty")
+        if not callable(fn):
+            raise TypeError(f"shutdown hook {name!r}: {fn!r} is not callable")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"shutdown hook {name!r}: timeout must be > 0, got {timeout!r}")
+        with self._lock:
+            self._hooks.append(Hook(order, name, fn, timeout))
 
     def ordered(self) -> list[Hook]:
-        return sorted(self._hooks)
+        with self._lock:
+            return sorted(self._hooks)  # sorted() is stable: ties keep the order added
 
 
 def run_bounded(fn: Callable[[], Any], timeout: float, name: str) -> str | None:
-    """Run fn in a daemon thread; None on success, else the reason it failed or hung."""
+    """Run fn in a daemon thread (with the caller's log context); None on success, else the
+    reason it failed or hung."""
     outcome: list[BaseException | None] = []
+    context = contextvars.copy_context()
 
     def target() -> None:
         try:
-            fn()
+            context.run(fn)
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
@@ -89,34 +116,34 @@ class ShutdownCoordinator:
         self,
         submit: Callable[[cmd.Command], Any],
         clock: Clock,
-        ids: IdGenerator,
         hooks: ShutdownHooks,
-        hook_timeout: Callable[[], float],
+        settings: Callable[[], ShutdownSettings],
         on_done: Callable[[int], None],
     ) -> None:
         self._submit = submit
         self._clock = clock
-        self._ids = ids
         self._hooks = hooks
-        self._hook_timeout = hook_timeout
+        self._settings = settings
         self._on_done = on_done
         self.server: DrainableServer | None = None
+        # Set by the runtime when start() returns: the drain waits for it, so a signal during
+        # start-up never races the bind or the start of the refreshers.
+        self.startup_finished = threading.Event()
         self._thread: threading.Thread | None = None
 
     def on_drain_started(self, event: DrainStarted) -> None:
         """Bus handler: drive the drain on a thread of its own so the bus stays free."""
         if self._thread is not None:
             return
-        server = self.server
-        if server is not None:
-            server.start_draining()
+        if self.server is not None:
+            self.server.start_draining()
         self._thread = threading.Thread(
             target=self._run, args=(event,), name="mira-shutdown", daemon=True
         )
         self._thread.start()
 
-    def _command(self, factory: Callable[..., cmd.Command], cid: str, **fields: Any) -> None:
-        self._submit(factory(correlation_id=cid, at=self._clock.now(), **fields))
+    def _command(self, factory: Callable[..., cmd.Command], cid: str, **fields: Any) -> Any:
+        return self._submit(factory(correlation_id=cid, at=self._clock.now(), **fields))
 
     def _run(self, event: DrainStarted) -> None:
         cid = event.correlation_id
@@ -125,54 +152,83 @@ class ShutdownCoordinator:
         started = time.monotonic()
         exit_code = EXIT_OK
         try:
-            server = self.server
+            self._delay(event, durations)
+            exit_code = self._drain(event, cid, durations)
             mark = time.monotonic()
-            if server is not None and event.drain_delay > 0:
-                log.info(
-                    "Draining: still serving during drain_delay",
-                    seconds=event.drain_delay,
-                    in_flight=server.in_flight,
-                )
-                threading.Event().wait(event.drain_delay)
-            durations["drain_delay"] = time.monotonic() - mark
-            server = self.server  # start-up may have bound it meanwhile
-            if server is not None:
-                mark = time.monotonic()
-                server.close_listener()
-                durations["close_listener"] = time.monotonic() - mark
-                self._command(cmd.RecordListenerClosed, cid)
-                mark = time.monotonic()
-                abandoned = server.wait_drained(event.timeout)
-                durations["drain"] = time.monotonic() - mark
-                self._command(
-                    cmd.RecordDrainResult, cid, abandoned=abandoned, duration=durations["drain"]
-                )
-                if abandoned:
-                    exit_code = EXIT_DEADLINE
-                    log.error(
-                        "Shutdown deadline reached with requests still running",
-                        abandoned=abandoned,
-                        timeout=event.timeout,
-                    )
-                server.stop(timeout=1.0)
-            mark = time.monotonic()
-            self._run_hooks(cid)
+            self._run_hooks(cid, self._settings())
             durations["hooks"] = time.monotonic() - mark
         except Exception:
             log.exception("Shutdown sequence failed")
             exit_code = EXIT_DEADLINE
         durations["total"] = time.monotonic() - started
         rounded = tuple((k, round(v, 4)) for k, v in durations.items())
-        self._command(cmd.RecordStopped, cid, exit_code=exit_code, phase_durations=rounded)
+        stopped = self._command(
+            cmd.RecordStopped, cid, exit_code=exit_code, phase_durations=rounded
+        )
+        with contextlib.suppress(Exception):  # journaled before the last line, when it can be
+            stopped.result(timeout=1.0)
         log.info(
             "Shutdown complete", exit_code=exit_code, **{f"{k}_seconds": v for k, v in rounded}
         )
         self._on_done(exit_code)
 
-    def _run_hooks(self, cid: str) -> None:
-        for hook in self._hooks.ordered():
-            timeout = hook.timeout or self._hook_timeout()
+    def _delay(self, event: DrainStarted, durations: dict[str, float]) -> None:
+        """Keep serving for drain_delay (only once ready: before, no traffic was routed here)."""
+        mark = time.monotonic()
+        if self.startup_finished.is_set() and self.server is not None and event.drain_delay > 0:
+            log.info(
+                "Draining: still serving during drain_delay",
+                seconds=event.drain_delay,
+                in_flight=self.server.in_flight,
+            )
+            threading.Event().wait(event.drain_delay)
+        if not self.startup_finished.wait(event.timeout):
+            log.warning("Start-up still running; shutting down anyway", waited=event.timeout)
+        durations["drain_delay"] = time.monotonic() - mark
+
+    def _drain(self, event: DrainStarted, cid: str, durations: dict[str, float]) -> int:
+        server = self.server
+        if server is None:
+            return EXIT_OK
+        server.start_draining()
+        mark = time.monotonic()
+        server.close_listener()
+        durations["close_listener"] = time.monotonic() - mark
+        self._command(cmd.RecordListenerClosed, cid)
+        mark = time.monotonic()
+        abandoned = server.wait_drained(event.timeout)
+        durations["drain"] = time.monotonic() - mark
+        self._command(cmd.RecordDrainResult, cid, abandoned=abandoned, duration=durations["drain"])
+        if abandoned:
+            log.error(
+                "Shutdown deadline reached with requests still running",
+                abandoned=abandoned,
+                timeout=event.timeout,
+            )
+        # Stuck workers would not stop anyway: do not spend the hooks' budget waiting for them.
+        server.stop(timeout=0.1 if abandoned else _STOP_GRACE)
+        return EXIT_DEADLINE if abandoned else EXIT_OK
+
+    def _run_hooks(self, cid: str, budget: ShutdownSettings) -> None:
+        deadline = time.monotonic() + budget.hooks_timeout
+        hooks = self._hooks.ordered()
+        for index, hook in enumerate(hooks):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._skip(cid, [h.name for h in hooks[index:]], budget.hooks_timeout)
+                return
+            timeout = min(hook.timeout or budget.hook_timeout, remaining)
+            mark = time.monotonic()
             failure = run_bounded(hook.fn, timeout, hook.name)
-            if failure is not None:
-                log.error("Shutdown hook failed", hook=hook.name, reason=failure)
-                self._command(cmd.RecordHookFailure, cid, hook=hook.name, reason=failure)
+            took = round(time.monotonic() - mark, 4)
+            if failure is None:
+                log.debug("Shutdown hook done", hook=hook.name, seconds=took)
+                continue
+            log.error("Shutdown hook failed", hook=hook.name, reason=failure, seconds=took)
+            self._command(cmd.RecordHookFailure, cid, hook=hook.name, reason=failure)
+
+    def _skip(self, cid: str, names: list[str], total: float) -> None:
+        reason = f"not run: shutdown.hooks_timeout ({total:g}s) used up"
+        log.error("Shutdown hooks skipped", hooks=names, reason=reason)
+        for name in names:
+            self._command(cmd.RecordHookFailure, cid, hook=name, reason=reason)

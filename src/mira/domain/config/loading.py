@@ -145,11 +145,11 @@ def load_settings(text: str, source: str, environ: Mapping[str, str]) -> LoadRes
 def cross_checks(settings: Settings) -> list[str]:
     """Rules that span keys."""
     s = settings.shutdown
-    budget = s.drain_delay + s.timeout + s.hook_timeout
+    budget = s.drain_delay + s.timeout + s.hooks_timeout
     if budget > s.grace_period:
         return [
-            f"shutdown: drain_delay ({s.drain_delay:g}) + timeout ({s.timeout:g}) + hook_timeout "
-            f"({s.hook_timeout:g}) = {budget:g}s does not fit in grace_period "
+            f"shutdown: drain_delay ({s.drain_delay:g}) + timeout ({s.timeout:g}) + hooks_timeout "
+            f"({s.hooks_timeout:g}) = {budget:g}s does not fit in grace_period "
             f"({s.grace_period:g}s); lower them or raise grace_period together with "
             "terminationGracePeriodSeconds"
         ]

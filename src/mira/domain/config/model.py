@@ -223,7 +223,12 @@ class ShutdownSettings:
     timeout: float = setting(
         25.0, "Seconds in-flight requests get to finish after the listener closes.", _non_negative
     )
-    hook_timeout: float = setting(2.0, "Seconds each cleanup hook may take.", _positive)
+    hook_timeout: float = setting(
+        2.0, "Seconds one cleanup hook may take (unless it sets its own timeout).", _positive
+    )
+    hooks_timeout: float = setting(
+        3.0, "Seconds for all cleanup hooks together; hooks not reached are skipped.", _positive
+    )
     grace_period: float = setting(
         30.0, "The platform's kill deadline (terminationGracePeriodSeconds).", _positive
     )
