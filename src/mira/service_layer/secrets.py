@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +20,8 @@ from mira.domain.secret_value import SecretValue
 
 log = structlog.get_logger("mira.secrets")
 RefreshCallback = Callable[[Any], None]
+#: Rotated-out values stay masked in logs for a while: late errors may still quote them.
+RETIRED_KEPT = 64
 
 
 def _as_text(ref: SecretRef, raw: Any) -> str:
@@ -56,6 +58,10 @@ class SecretsManager:
         self._callbacks: dict[str, list[RefreshCallback]] = defaultdict(list)
         self._write = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._retired: deque[str] = deque(maxlen=RETIRED_KEPT)
+        self._watched: set[str] = set()
+        self._started = False
         self._thread: threading.Thread | None = None
         self._unwatch: Callable[[], None] = lambda: None
         self._settings = SecretsSettings()
@@ -82,6 +88,8 @@ class SecretsManager:
         if only_new:
             refs -= self._values.keys()
         failures = self._fetch(refs)
+        if self._started:
+            self._watch_new()
         return [(str(ref), why) for ref, why in failures.items()]
 
     def refresh(self, names: Iterable[str] | None = None) -> bool:
@@ -100,7 +108,7 @@ class SecretsManager:
                 )
                 self._on_fetch(self.backend.name, True)
             except Exception as exc:  # any backend failure keeps the cached value
-                reason = _safe_reason(ref, exc)
+                reason = _safe_reason(exc)
                 failures[ref] = reason
                 self._on_fetch(self.backend.name, False)
                 log.warning(
@@ -117,13 +125,18 @@ class SecretsManager:
 
     def _store(self, fetched: dict[SecretRef, SecretValue]) -> None:
         with self._write:
+            self._retired.extend(
+                old.reveal()
+                for ref, new in fetched.items()
+                if (old := self._values.get(ref)) is not None and old != new
+            )
             values = {**self._values, **fetched}
             self._values = values
             self._by_text = {str(ref): v for ref, v in values.items()}
             self._by_text.update(
                 {f"secret://{r.path}:{r.key}": v for r, v in values.items() if r.key}
             )
-        self._on_values(v.reveal() for v in values.values())
+        self._on_values([*(v.reveal() for v in values.values()), *self._retired])
 
     def _record(
         self, fetched: dict[SecretRef, SecretValue], failures: dict[SecretRef, str]
@@ -195,36 +208,55 @@ class SecretsManager:
         """Watch the backend where it can push, and refresh periodically when auto_refresh."""
         self._settings = settings
         self._stop.clear()
-        start = getattr(self.backend, "start", None)
-        if start is not None:
-            start()
-        paths = sorted({r.path for r in self._values})
-        if paths:
-            self._unwatch = self.backend.watch(paths, self._on_pushed_change)
+        if not self._started:
+            self._started = True
+            start = getattr(self.backend, "start", None)
+            if start is not None:
+                start()
+            self._watch_new()
         if settings.auto_refresh and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="mira-secrets", daemon=True)
             self._thread.start()
 
+    def _watch_new(self) -> None:
+        """Watch secrets referenced since the last call (a reload may add references)."""
+        paths = sorted({r.path for r in self._values} - self._watched)
+        if not paths:
+            return
+        self._watched.update(paths)
+        stop_new = self.backend.watch(paths, self._on_pushed_change)
+        stop_old = self._unwatch
+
+        def unwatch() -> None:
+            try:
+                stop_old()
+            finally:
+                stop_new()
+
+        self._unwatch = unwatch
+
     def _on_pushed_change(self, path: str) -> None:
-        self.refresh([path])
+        try:
+            self.refresh([path])
+        except Exception:  # a backend's watch thread must not die of our failure
+            log.exception("Secret refresh after a pushed change failed", secret=path)
 
     def reconfigure(self, settings: SecretsSettings) -> None:
+        """Apply a change of the `secrets` section: a new interval takes effect at once."""
         self._settings = settings
         if settings.auto_refresh and self._thread is None:
             self.start(settings)
         elif not settings.auto_refresh and self._thread is not None:
             self._stop_thread()
+        else:
+            self._wake.set()
 
     def _loop(self) -> None:
         failures = 0
-        while True:
-            s = self._settings
-            if failures:
-                delay = min(s.max_backoff, s.refresh_interval, 0.5 * 2 ** (failures - 1))
-            else:
-                delay = s.refresh_interval * random.uniform(0.9, 1.1)
-            if self._stop.wait(delay):
-                return
+        while not self._stop.is_set():
+            if self._wake.wait(next_delay(self._settings, failures)):
+                self._wake.clear()
+                continue  # stopped, or reconfigured: wait again with the new settings
             try:
                 failures = 0 if self.refresh() else failures + 1
             except Exception:
@@ -233,26 +265,42 @@ class SecretsManager:
 
     def _stop_thread(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop_thread(timeout)
+        self._started = False
+        self._watched.clear()
+        unwatch, self._unwatch = self._unwatch, lambda: None
         try:
-            self._unwatch()
+            unwatch()
         finally:
             self.backend.close()
 
 
-def _safe_reason(ref: SecretRef, exc: Exception) -> str:
-    """A reason naming the reference and the error type; backends never put values in it."""
-    text = str(exc) or type(exc).__name__
-    return (
-        f"{type(exc).__name__}: {text}"
-        if str(ref) in text
-        else f"{ref}: {type(exc).__name__}: {text}"
-    )
+def next_delay(settings: SecretsSettings, failures: int) -> float:
+    """Seconds until the next refresh: the interval +-10 %, or a capped back-off after failures.
+
+    The back-off never exceeds the interval, so a recovered backend is seen within one interval.
+    """
+    if failures:
+        backoff = 0.5 * 2.0 ** min(failures - 1, 30)
+        return min(settings.max_backoff, settings.refresh_interval, backoff)
+    return settings.refresh_interval * random.uniform(0.9, 1.1)
 
 
-__all__ = ["SecretsManager", "parse_secret_ref"]
+def _safe_reason(exc: Exception) -> str:
+    """Why a fetch failed, without the reference (callers name it); never a value.
+
+    Backends' own errors (SecretsError) carry readable messages; anything else gets its type.
+    """
+    text = str(exc)
+    if isinstance(exc, SecretsError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = ["SecretsManager", "next_delay", "parse_secret_ref"]
