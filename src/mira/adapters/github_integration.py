@@ -8,7 +8,7 @@ from typing import Any
 import requests
 import structlog
 
-from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy
+from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy, is_http_url
 from mira.domain.config.model import GithubSettings
 from mira.domain.secret_value import SecretValue
 from mira.service_layer.publish import IntegrationUnavailable
@@ -122,6 +122,11 @@ def github_client_from_settings(
     """Build the client or raise IntegrationUnavailable naming the missing setting."""
     if not settings.enabled:
         raise IntegrationUnavailable("github", "integrations.github.enabled is false")
+    if not is_http_url(settings.base_url):
+        raise IntegrationUnavailable(
+            "github",
+            f"integrations.github.base_url must be an http(s) URL, got {settings.base_url!r}",
+        )
     if token is None or not (token.reveal() if isinstance(token, SecretValue) else token):
         raise IntegrationUnavailable(
             "github", "integrations.github.token is not set (nor GITHUB_TOKEN)"

@@ -211,6 +211,12 @@ def _retry_hint(response: requests.Response, now: float) -> str | None:
     return None
 
 
+def is_http_url(url: str | None) -> bool:
+    """True for an absolute http(s) URL with a host (what a base URL setting must be)."""
+    parts = urlsplit(url or "")
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _path(url: str) -> str:
     return urlsplit(url).path
 

@@ -10,7 +10,7 @@ from typing import Any
 import requests
 import structlog
 
-from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy
+from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy, is_http_url
 from mira.domain.config.model import JiraSettings
 from mira.domain.secret_value import SecretValue
 from mira.service_layer.publish import IntegrationUnavailable
@@ -162,6 +162,10 @@ def jira_client_from_settings(
         raise IntegrationUnavailable("jira", "integrations.jira.enabled is false")
     if not settings.url:
         raise IntegrationUnavailable("jira", "integrations.jira.url is not set")
+    if not is_http_url(settings.url):
+        raise IntegrationUnavailable(
+            "jira", f"integrations.jira.url must be an http(s) URL, got {settings.url!r}"
+        )
     if not _reveal(api_token):
         raise IntegrationUnavailable(
             "jira", "integrations.jira.api_token is not set (nor JIRA_API_TOKEN)"

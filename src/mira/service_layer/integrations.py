@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import structlog
@@ -16,10 +16,11 @@ from mira.service_layer.publish import ClientHolder, IntegrationUnavailable, pub
 
 log = structlog.get_logger("mira.integrations")
 NAMES = ("github", "jira")
-#: builder(settings, resolve, observe) -> client, raising IntegrationUnavailable when disabled
-Builder = Callable[
-    [Settings, Callable[[str | None], SecretValue | None], Callable[[str, str, float], None]], Any
-]
+Resolve = Callable[[str | None], SecretValue | None]
+Observe = Callable[[str, str, float], None]
+#: builder(settings, resolve, observe) -> client, raising IntegrationUnavailable when unusable
+Builder = Callable[[Settings, Resolve, Observe], Any]
+Slot = ClientHolder[Any] | IntegrationUnavailable | None
 
 
 class Integrations:
@@ -28,49 +29,78 @@ class Integrations:
     def __init__(
         self,
         builders: Mapping[str, Builder],
-        resolve: Callable[[str | None], Any],
+        resolve: Resolve,
         settings: Callable[[], Settings | None],
         make_plan: Callable[..., Any],
-        observe: Callable[[str, str, float], None] | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._builders = dict(builders)
         self._resolve = resolve
         self._settings = settings
         self._make_plan = make_plan
         self._observe_metrics = observe
-        self._holders: dict[str, ClientHolder[Any] | IntegrationUnavailable | None] = {}
+        self._holders: dict[str, Slot] = {}
+        self._inputs: dict[str, Hashable] = {}  # what each live client was built from
         self._last: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def configure(self, settings: Settings | None = None) -> None:
-        """(Re)build every client from `settings`; calls in flight finish on the old ones."""
+        """(Re)build clients whose settings or credentials changed; calls in flight finish."""
         settings = settings or self._settings()
         if settings is None:
             return
         with self._lock:
-            for name, build in self._builders.items():
-                enabled = getattr(settings.integrations, name).enabled
+            for name in self._builders:
                 try:
-                    client = build(settings, self._resolve, self._record) if enabled else None
-                except IntegrationUnavailable as exc:
-                    self._replace(name, exc)
-                    log.warning("Integration not configured", integration=name, reason=exc.reason)
-                    continue
-                holder = self._holders.get(name)
-                if client is None:
-                    self._replace(name, None)
-                elif isinstance(holder, ClientHolder):
-                    _close(holder.swap(client))
-                    log.info(
-                        "Integration client rebuilt with current credentials", integration=name
-                    )
-                else:
-                    self._holders[name] = ClientHolder(client)
-                    log.info("Integration client ready", integration=name)
+                    self._configure_one(name, settings)
+                except Exception:  # one broken builder must not leave the others stale
+                    log.exception("Integration client build failed", integration=name)
+                    self._replace(name, IntegrationUnavailable(name, "client build failed"))
+
+    def _configure_one(self, name: str, settings: Settings) -> None:
+        section = getattr(settings.integrations, name)
+        if not section.enabled:
+            self._replace(name, None)
+            return
+        used: list[str] = []
+        try:
+            client = self._builders[name](settings, self._resolver(name, used), self._record)
+        except IntegrationUnavailable as exc:
+            self._replace(name, exc)
+            log.warning("Integration not configured", integration=name, reason=exc.reason)
+            return
+        inputs = (section, tuple(used))
+        holder = self._holders.get(name)
+        if isinstance(holder, ClientHolder) and self._inputs.get(name) == inputs:
+            _close(client)  # nothing it depends on changed: keep the warm client
+            return
+        self._inputs[name] = inputs
+        if isinstance(holder, ClientHolder):
+            _close(holder.swap(client))
+            log.info("Integration client rebuilt with current credentials", integration=name)
+        else:
+            self._holders[name] = ClientHolder(client)
+            log.info("Integration client ready", integration=name)
+
+    def _resolver(self, name: str, used: list[str]) -> Resolve:
+        """`resolve` that names an unresolved secret:// reference and notes fingerprints."""
+
+        def resolve(text: str | None) -> SecretValue | None:
+            value = self._resolve(text)
+            if value is None and text is not None and text.startswith("secret://"):
+                raise IntegrationUnavailable(
+                    name,
+                    f"integrations.{name}: {text} could not be resolved by the secrets backend",
+                )
+            used.append(value.fingerprint() if isinstance(value, SecretValue) else "")
+            return value
+
+        return resolve
 
     def _replace(self, name: str, value: IntegrationUnavailable | None) -> None:
         old = self._holders.get(name)
         self._holders[name] = value
+        self._inputs.pop(name, None)
         if isinstance(old, ClientHolder):
             _close(old.current())
 
@@ -96,7 +126,7 @@ class Integrations:
                 make_plan=self._make_plan,
             )
         except MessageError as exc:
-            if target in NAMES and not isinstance(exc, IntegrationUnavailable):
+            if target in NAMES and exc.status >= 500:  # the remote side failed, not the request
                 self._last.setdefault(str(target), {})["last_error"] = str(exc)
             raise
         if target in NAMES:
@@ -106,7 +136,7 @@ class Integrations:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Each enabled integration: configured or why not, last call ok or its error."""
         out: dict[str, Any] = {}
-        for name, holder in self._holders.items():
+        for name, holder in list(self._holders.items()):
             if holder is None:
                 continue
             entry: dict[str, Any] = {"configured": isinstance(holder, ClientHolder)}
@@ -119,7 +149,7 @@ class Integrations:
     def checks(self) -> dict[str, Callable[[], str]]:
         """For `mira doctor`: one credential check per enabled integration."""
         checks: dict[str, Callable[[], str]] = {}
-        for name, holder in self._holders.items():
+        for name, holder in list(self._holders.items()):
             if isinstance(holder, ClientHolder):
                 checks[name] = holder.current().check
             elif isinstance(holder, IntegrationUnavailable):

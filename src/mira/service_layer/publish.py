@@ -23,14 +23,21 @@ __all__ = ["ClientHolder", "IntegrationUnavailable", "InvalidMessage", "publish_
 
 
 class IntegrationUnavailable(MessageError):
-    """The integration is disabled or lacks configuration; `reason` names what is missing."""
+    """The integration is disabled or lacks configuration; `reason` names what is missing.
 
-    status = 503
+    409: the request is well formed but the service's configuration cannot carry it out; the
+    operator (not the caller) must act, and repeating the request unchanged will not help.
+    """
+
+    status = 409
 
     def __init__(self, integration: str, reason: str) -> None:
         super().__init__(f"{integration} integration unavailable: {reason}")
         self.integration = integration
         self.reason = reason
+        #: the setting to fix (e.g. "integrations.github.token"), reported as the error's field
+        first = reason.split(" ", 1)[0].rstrip(":,")
+        self.field = first if first.startswith("integrations.") else None
 
 
 class Current(Protocol[T_co]):
