@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
+from mira.adapters.structlog_logging import configure_logging
+from mira.domain.config.model import LoggingSettings, Settings
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
 
-Check = tuple[str, Callable[[], str]]
+Row = tuple[str, str, str]
 
 
-def _row(name: str, check: Callable[[], str]) -> tuple[str, str, str]:
+def _row(name: str, check: Callable[[], str]) -> Row:
     try:
         return name, "ok", check()
     except Exception as exc:  # every failure is a row, never a traceback
@@ -18,39 +21,66 @@ def _row(name: str, check: Callable[[], str]) -> tuple[str, str, str]:
 
 
 def doctor(path: str) -> int:
+    """Print one row per check; 0 when all pass, 1 when one fails, 2 for an unusable config."""
     try:
         boot = bootstrap(path, configure_logs=False)
     except BootstrapError as exc:
         print(f"mira doctor: {exc}", file=sys.stderr)
         return 2
-    container = boot.container
-    settings = boot.settings
-    checks: list[Check] = [("config", lambda: f"{path} valid")]
-
-    def backend_check() -> str:
-        backend = container.secrets_backend()
-        return f"{backend.name}: {backend.check()}"
-
-    checks.append((f"secrets:{settings.secrets.backend}", backend_check))
+    # Errors only (the table says the rest), through the redacting sink.
+    configure_logging(LoggingSettings(level="ERROR", json_format=False))
+    container, settings = boot.container, boot.settings
     manager = container.secrets()
-    checks.append(("secret references", lambda: _resolve(manager, settings)))
+    rows = [("config", "ok", f"{path} valid")]
+
+    rows.append(_row(f"secrets:{settings.secrets.backend}", container.secrets_backend().check))
+    rows.append(_row("secret references", lambda: _resolve(manager, settings)))
+    # Built only now, so that credentials given as secret:// references have their values.
     for name, check in _integration_checks(container).items():
-        checks.append((f"integration:{name}", check))
-    rows = [_row(name, check) for name, check in checks]
-    width = max(len(r[0]) for r in rows)
-    for name, status, detail in rows:
-        print(f"{name.ljust(width)}  {status.ljust(4)}  {detail}")
+        rows.append(_row(f"integration:{name}", check))
+    _print(rows)
+    _close(container)
     return 0 if all(r[1] == "ok" for r in rows) else 1
 
 
-def _resolve(manager: object, settings: object) -> str:
-    failures = manager.resolve(settings)  # type: ignore[attr-defined]
+def _print(rows: list[Row]) -> None:
+    width = max(len(r[0]) for r in rows)
+    for name, status, detail in rows:
+        print(f"{name.ljust(width)}  {status.ljust(4)}  {detail}", flush=True)
+
+
+def _resolve(manager: Any, settings: Settings) -> str:
+    failures = manager.resolve(settings)
     if failures:
         raise RuntimeError("; ".join(f"{ref}: {why}" for ref, why in failures))
-    count = len(manager.known_refs())  # type: ignore[attr-defined]
-    return f"{count} resolved"
+    return f"{len(manager.known_refs())} resolved"
 
 
-def _integration_checks(container: object) -> dict[str, Callable[[], str]]:
+def _integration_checks(container: Any) -> dict[str, Callable[[], str]]:
     provider = getattr(container, "integration_checks", None)
-    return dict(provider()) if provider is not None else {}
+    if provider is None:
+        return {}
+    try:
+        return dict(provider())
+    except Exception as exc:  # building the clients failed: report it as a row
+        return {"integrations": _raiser(exc)}
+
+
+def _raiser(exc: Exception) -> Callable[[], str]:
+    def check() -> str:
+        raise exc
+
+    return check
+
+
+def _close(container: Any) -> None:
+    """Release sessions and backend connections (best effort: the process ends next)."""
+    closers: list[Callable[[], Any]] = [
+        lambda: container.integrations().close(),
+        lambda: container.secrets().stop(),
+    ]
+    for close in closers:
+        try:
+            close()
+        except Exception as exc:
+            print(f"mira doctor: cleanup: {type(exc).__name__}: {exc}", file=sys.stderr)
