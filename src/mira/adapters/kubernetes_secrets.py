@@ -124,6 +124,10 @@ class KubernetesSecretsBackend(SecretsBackend):
         data = _decode(ref, items[0].data) if items else None
         return str(found.metadata.resource_version), data
 
+    def _cached(self, ref: _Key) -> object:
+        with self._lock:
+            return self._cache.get(ref, _UNKNOWN)
+
     def _store(self, ref: _Key, data: dict[str, str] | None) -> None:
         with self._lock:
             self._cache[ref] = data
@@ -228,8 +232,12 @@ class _WatchGroup:
         return rv
 
     def _apply(self, ref: _Key, path: str, data: dict[str, str] | None) -> None:
-        self._backend._store(ref, data)
         previous = self._seen.get(ref, _UNKNOWN)
+        if previous is _UNKNOWN:
+            # First list: compare with what get_secret last served, so a rotation between the
+            # caller's read and the watch's start is still reported.
+            previous = self._backend._cached(ref)
+        self._backend._store(ref, data)
         self._seen[ref] = data
         if previous is _UNKNOWN or previous == data:
             return
