@@ -119,3 +119,23 @@ def test_file_volume_swap_reaches_callbacks_and_a_failing_callback_is_isolated(
         assert "callback exploded" in failed[0]["exception"]
         assert service.ready()[0] == 200
         service.assert_no_leak([FILE_V1, FILE_V2])
+
+
+def test_rotation_between_the_first_read_and_the_watch_start_is_not_lost(
+    kube_api: FakeKubeApiServer, tmp_path: Path
+) -> None:
+    from mira.adapters.kubernetes_secrets import KubernetesSecretsBackend
+    from mira.domain.config.model import KubernetesSecretsSettings
+
+    kube_api.put_secret("github-credentials", {"token": K8S_V1})
+    settings = KubernetesSecretsSettings(kubeconfig=str(write_kubeconfig(tmp_path, kube_api)))
+    backend = KubernetesSecretsBackend(settings, {})
+    changed: list[str] = []
+    try:
+        assert backend.get_secret("github-credentials", "token") == K8S_V1
+        kube_api.put_secret("github-credentials", {"token": K8S_V2})
+        backend.watch(["github-credentials"], changed.append)
+        wait_until(lambda: changed, timeout=3, message="the missed rotation")
+        assert backend.get_secret("github-credentials", "token") == K8S_V2
+    finally:
+        backend.close()

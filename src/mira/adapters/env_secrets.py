@@ -1,4 +1,14 @@
-"""Secrets from environment variables: secret://app-creds:token reads APP_CREDS_TOKEN."""
+"""Secrets from environment variables: secret://app-creds:token reads APP_CREDS_TOKEN.
+
+The mapping: path and key are upper-cased, every run of other characters becomes `_`, and the
+two are joined with `_` (`secret://github-credentials:token` -> GITHUB_CREDENTIALS_TOKEN,
+`secret://team/jira.creds:api-token` -> TEAM_JIRA_CREDS_API_TOKEN). A keyless reference
+`secret://db-password` reads DB_PASSWORD, or else every DB_PASSWORD_* variable as its keys.
+The guide's plain GITHUB_TOKEN and JIRA_API_TOKEN are not read here: they are configuration
+fallbacks for integrations.github.token and integrations.jira.api_token (ENV_FALLBACKS in
+mira.domain.config.loading), used when the file leaves those keys unset. Values are read at
+start-up and on each refresh (a process's environment does not change from outside).
+"""
 
 from __future__ import annotations
 
