@@ -276,23 +276,35 @@ class Publisher:
         self._thread.join(timeout=35)
 
 
-def test_rotating_the_token_in_openbao_switches_authorization_with_no_failed_call(
-    openbao: VaultServer, tmp_path: Path
-) -> None:
-    kv = openbao.client.secrets.kv.v2
-    kv.create_or_update_secret("github-credentials", secret={"token": OLD})
-    token = vault_token(openbao)
-    config = {
+def rotation_config(openbao: VaultServer, github: FakeGithub) -> dict[str, Any]:
+    """Vault backend refreshing every 0.3 s; the GitHub token is a secret:// reference."""
+    openbao.client.secrets.kv.v2.create_or_update_secret(
+        "github-credentials", secret={"token": OLD}
+    )
+    return {
         "secrets": {
             "backend": "vault",
             "auto_refresh": True,
             "refresh_interval": 0.3,
             "vault": {"url": openbao.url, "timeout": 2},
         },
-        "integrations": {"github": {"enabled": True, "token": "secret://github-credentials:token"}},
+        "integrations": {
+            "github": {
+                "enabled": True,
+                "token": "secret://github-credentials:token",
+                "base_url": github.base_url,
+            }
+        },
     }
+
+
+def test_rotating_the_token_in_openbao_switches_authorization_with_no_failed_call(
+    openbao: VaultServer, tmp_path: Path
+) -> None:
+    kv = openbao.client.secrets.kv.v2
+    token = vault_token(openbao)
     with FakeGithub({OLD, NEW}, repositories=("acme/one", "acme/two")) as github:
-        config["integrations"]["github"]["base_url"] = github.base_url
+        config = rotation_config(openbao, github)
         with running(tmp_path, config, {"MIRA_VAULT_TOKEN": token}) as service:
             pid = service.process.proc.pid  # type: ignore[union-attr]
             with Publisher(service, "acme/one") as one, Publisher(service, "acme/two") as two:
@@ -329,3 +341,47 @@ def _auth(call: Any) -> str | None:
 def _first_with(github: FakeGithub, token: str) -> Any:
     with github.lock:
         return next((c for c in github.calls if _auth(c) == f"Bearer {token}"), None)
+
+
+class HoldingGithub(FakeGithub):
+    """Holds requests for one repository until released: a call in flight during a rotation."""
+
+    def __init__(self, tokens: set[str], held_repository: str) -> None:
+        super().__init__(tokens, repositories=(held_repository,))
+        self.prefix = f"{self.PREFIX}/repos/{held_repository}/"
+        self.release = threading.Event()
+        self.holding = threading.Event()
+
+    def dispatch(self, request: Any) -> None:
+        if request.path.startswith(self.prefix) and not self.release.is_set():
+            self.holding.set()
+            self.release.wait(15)
+        super().dispatch(request)
+
+
+def test_a_call_in_flight_during_rotation_finishes_on_the_old_token_and_the_next_uses_the_new(
+    openbao: VaultServer, tmp_path: Path
+) -> None:
+    token = vault_token(openbao)
+    with HoldingGithub({OLD, NEW}, "acme/slow") as github:
+        config = rotation_config(openbao, github)
+        with running(tmp_path, config, {"MIRA_VAULT_TOKEN": token}) as service:
+            answer: list[tuple[int, Any]] = []
+            message = publish("github", "acme/slow", LAUNCH)
+            thread = threading.Thread(target=lambda: answer.append(service.post(message)))
+            thread.start()
+            try:
+                assert github.holding.wait(10), "the publish never reached the server"
+                openbao.client.secrets.kv.v2.create_or_update_secret(
+                    "github-credentials", secret={"token": NEW}
+                )
+                service.wait_logged("Integration client rebuilt with current credentials")
+            finally:
+                github.release.set()
+                thread.join(timeout=20)
+            assert answer and answer[0][0] == 200, answer
+            assert answer[0][1]["data"]["created"]["issues"] == TITLES
+            auths = [_auth(c) for c in github.calls]
+            assert auths[0] == f"Bearer {OLD}" and len(auths) == 10  # 2 lists, 2 + 6 creates
+            assert set(auths[1:]) == {f"Bearer {NEW}"}
+            service.assert_no_leak([*SECRETS, token])
