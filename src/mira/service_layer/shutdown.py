@@ -119,12 +119,17 @@ class ShutdownCoordinator:
         hooks: ShutdownHooks,
         settings: Callable[[], ShutdownSettings],
         on_done: Callable[[int], None],
+        *,
+        run_hook: Callable[[Callable[[], Any], float, str], str | None] = run_bounded,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._submit = submit
         self._clock = clock
         self._hooks = hooks
         self._settings = settings
         self._on_done = on_done
+        self._run_hook = run_hook
+        self._sleep = sleep
         self.server: DrainableServer | None = None
         # Set by the runtime when start() returns: the drain waits for it, so a signal during
         # start-up never races the bind or the start of the refreshers.
@@ -138,29 +143,30 @@ class ShutdownCoordinator:
         if self.server is not None:
             self.server.start_draining()
         self._thread = threading.Thread(
-            target=self._run, args=(event,), name="mira-shutdown", daemon=True
+            target=self.run, args=(event,), name="mira-shutdown", daemon=True
         )
         self._thread.start()
 
     def _command(self, factory: Callable[..., cmd.Command], cid: str, **fields: Any) -> Any:
         return self._submit(factory(correlation_id=cid, at=self._clock.now(), **fields))
 
-    def _run(self, event: DrainStarted) -> None:
+    def run(self, event: DrainStarted) -> None:
+        """The whole sequence, in the calling thread: delay, drain, hooks, report, on_done."""
         cid = event.correlation_id
         structlog.contextvars.bind_contextvars(correlation_id=cid)
         durations: dict[str, float] = {}
-        started = time.monotonic()
+        started = self._clock.monotonic()
         exit_code = EXIT_OK
         try:
             self._delay(event, durations)
             exit_code = self._drain(event, cid, durations)
-            mark = time.monotonic()
+            mark = self._clock.monotonic()
             self._run_hooks(cid, self._settings())
-            durations["hooks"] = time.monotonic() - mark
+            durations["hooks"] = self._clock.monotonic() - mark
         except Exception:
             log.exception("Shutdown sequence failed")
             exit_code = EXIT_DEADLINE
-        durations["total"] = time.monotonic() - started
+        durations["total"] = self._clock.monotonic() - started
         rounded = tuple((k, round(v, 4)) for k, v in durations.items())
         stopped = self._command(
             cmd.RecordStopped, cid, exit_code=exit_code, phase_durations=rounded
@@ -174,30 +180,30 @@ class ShutdownCoordinator:
 
     def _delay(self, event: DrainStarted, durations: dict[str, float]) -> None:
         """Keep serving for drain_delay (only once ready: before, no traffic was routed here)."""
-        mark = time.monotonic()
+        mark = self._clock.monotonic()
         if self.startup_finished.is_set() and self.server is not None and event.drain_delay > 0:
             log.info(
                 "Draining: still serving during drain_delay",
                 seconds=event.drain_delay,
                 in_flight=self.server.in_flight,
             )
-            threading.Event().wait(event.drain_delay)
+            self._sleep(event.drain_delay)
         if not self.startup_finished.wait(event.timeout):
             log.warning("Start-up still running; shutting down anyway", waited=event.timeout)
-        durations["drain_delay"] = time.monotonic() - mark
+        durations["drain_delay"] = self._clock.monotonic() - mark
 
     def _drain(self, event: DrainStarted, cid: str, durations: dict[str, float]) -> int:
         server = self.server
         if server is None:
             return EXIT_OK
         server.start_draining()
-        mark = time.monotonic()
+        mark = self._clock.monotonic()
         server.close_listener()
-        durations["close_listener"] = time.monotonic() - mark
+        durations["close_listener"] = self._clock.monotonic() - mark
         self._command(cmd.RecordListenerClosed, cid)
-        mark = time.monotonic()
+        mark = self._clock.monotonic()
         abandoned = server.wait_drained(event.timeout)
-        durations["drain"] = time.monotonic() - mark
+        durations["drain"] = self._clock.monotonic() - mark
         self._command(cmd.RecordDrainResult, cid, abandoned=abandoned, duration=durations["drain"])
         if abandoned:
             log.error(
@@ -210,17 +216,17 @@ class ShutdownCoordinator:
         return EXIT_DEADLINE if abandoned else EXIT_OK
 
     def _run_hooks(self, cid: str, budget: ShutdownSettings) -> None:
-        deadline = time.monotonic() + budget.hooks_timeout
+        deadline = self._clock.monotonic() + budget.hooks_timeout
         hooks = self._hooks.ordered()
         for index, hook in enumerate(hooks):
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 self._skip(cid, [h.name for h in hooks[index:]], budget.hooks_timeout)
                 return
             timeout = min(hook.timeout or budget.hook_timeout, remaining)
-            mark = time.monotonic()
-            failure = run_bounded(hook.fn, timeout, hook.name)
-            took = round(time.monotonic() - mark, 4)
+            mark = self._clock.monotonic()
+            failure = self._run_hook(hook.fn, timeout, hook.name)
+            took = round(self._clock.monotonic() - mark, 4)
             if failure is None:
                 log.debug("Shutdown hook done", hook=hook.name, seconds=took)
                 continue
