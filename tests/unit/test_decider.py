@@ -135,7 +135,8 @@ def test_secret_fetches_load_then_rotate_only_on_a_new_fingerprint() -> None:
     (loaded,) = decide(fetch("aaa"), state)
     assert isinstance(loaded, ev.SecretLoaded)
     state = evolve(state, loaded)
-    assert decide(fetch("aaa"), state) == []
+    (again,) = decide(fetch("aaa"), state)
+    assert isinstance(again, ev.SecretRefreshed)  # fresh again, not a rotation
     (rotated,) = decide(fetch("bbb"), state)
     assert isinstance(rotated, ev.SecretRotated) and rotated.previous_fingerprint == "aaa"
 
@@ -145,3 +146,19 @@ def test_refresh_failures_count_up_and_keep_the_status() -> None:
     state = given(cmd.RecordSecretFetch(name="gh", fingerprint="a", **META), fail, fail)  # type: ignore[arg-type]
     assert state.secrets["gh"].failures == 2
     assert state.secrets["gh"].fingerprint == "a"
+
+
+def test_an_unchanged_fetch_refreshes_the_age_of_the_secret() -> None:
+    state = given(cmd.RecordSecretFetch(name="gh", fingerprint="a", **META))  # type: ignore[arg-type]
+    later = cmd.RecordSecretFetch(name="gh", fingerprint="a", correlation_id="c", at=5000.0)
+    state = reduce(evolve, decide(later, state), state)
+    assert state.secrets["gh"].fetched_at == 5000.0
+
+
+def test_secrets_backend_change_is_reported_as_restart_required_and_not_applied() -> None:
+    state = given(apply_config({}))
+    (event,) = decide(apply_config({"secrets": {"backend": "vault", "auto_refresh": True}}), state)
+    assert isinstance(event, ev.ConfigChanged)
+    assert event.restart_required == ("secrets.backend",)
+    assert event.settings.secrets.backend == "env"
+    assert event.settings.secrets.auto_refresh is True

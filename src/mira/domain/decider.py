@@ -77,7 +77,7 @@ def _apply_config(c: cmd.ApplyConfig, state: RuntimeState, meta: Meta) -> list[e
     restart = restart_required(changed)
     if restart:
         # A restart-only change is reported, never applied: keep the live server settings.
-        settings = _keep_server(settings, state.settings)
+        settings = _keep_live(settings, state.settings)
     return [
         ev.ConfigChanged(
             source=c.source,
@@ -91,8 +91,13 @@ def _apply_config(c: cmd.ApplyConfig, state: RuntimeState, meta: Meta) -> list[e
     ]
 
 
-def _keep_server(new: Settings, live: Settings) -> Settings:
-    return replace(new, server=live.server)
+def _keep_live(new: Settings, live: Settings) -> Settings:
+    """Restart-only settings (the listener, the secrets backend) stay as the process started."""
+    s, old = new.secrets, live.secrets
+    secrets = replace(
+        s, backend=old.backend, vault=old.vault, kubernetes=old.kubernetes, file=old.file
+    )
+    return replace(new, server=live.server, secrets=secrets)
 
 
 def _request_shutdown(sig: str, state: RuntimeState, meta: Meta) -> list[ev.Event]:
@@ -120,12 +125,10 @@ def _secret_fetched(c: cmd.RecordSecretFetch, state: RuntimeState, meta: Meta) -
                 **meta,
             )
         ]
-    if known.fingerprint == c.fingerprint and known.failures == 0:
-        return []
     if known.fingerprint == c.fingerprint:
-        # Recovered after failures with the same value: record freshness, no rotation.
+        # The same value again: record its freshness (and a recovery after failures).
         return [
-            ev.SecretLoaded(
+            ev.SecretRefreshed(
                 secret=c.name,
                 fingerprint=c.fingerprint,
                 version=c.version,

@@ -124,6 +124,16 @@ class SecretLoaded(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SecretRefreshed(Event):
+    """Fetched again, unchanged."""
+
+    secret: str
+    fingerprint: str
+    version: str | None
+    backend: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SecretRotated(Event):
     secret: str
     fingerprint: str

@@ -78,6 +78,7 @@ def evolve(state: RuntimeState, event: ev.Event) -> RuntimeState:
             return replace(state, phase=Phase.STOPPED, exit_code=code)
         case (
             ev.SecretLoaded(secret=name, fingerprint=fp, version=v)
+            | ev.SecretRefreshed(secret=name, fingerprint=fp, version=v)
             | ev.SecretRotated(secret=name, fingerprint=fp, version=v)
         ):
             return _with_secret(state, name, SecretStatus(fp, v, event.at))

@@ -59,7 +59,10 @@ def bootstrap(
     container.environ.override(providers.Object(env))
     # A manager made earlier by get_secrets_manager() keeps its callbacks but gets the backend
     # these settings choose.
-    container.secrets().backend = container.secrets_backend()
+    try:
+        container.secrets().backend = container.secrets_backend()
+    except ValueError as exc:
+        raise BootstrapError(f"configuration error:\n  - {exc}") from None
     set_current_container(container)
     return Boot(container, result.settings, snapshot, boot_id)
 

@@ -30,6 +30,25 @@ def config_check(path: str) -> int:
     return 0
 
 
+def config_reference() -> int:
+    """Print every config key as a Markdown table (the source of DEPLOYMENT.md's reference)."""
+    from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES
+    from mira.domain.config.model import Settings
+    from mira.domain.config.schema import iter_keys
+
+    env = {path: name for name, (path, _) in ENV_OVERRIDES.items()}
+    fallback = {path: name for name, (path, _) in ENV_FALLBACKS.items()}
+    print("| Key | Type | Default | Environment | Meaning |")
+    print("|---|---|---|---|---|")
+    for key in iter_keys(Settings):
+        default = json.dumps(key.default)
+        names = [f"`{env[key.path]}`"] if key.path in env else []
+        names += [f"`{fallback[key.path]}` (fallback)"] if key.path in fallback else []
+        doc = key.doc.replace("|", "\\|")
+        print(f"| `{key.path}` | {key.type} | `{default}` | {', '.join(names)} | {doc} |")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mira", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_sub = config.add_subparsers(dest="action", required=True)
     check = config_sub.add_parser("check", help="validate and print the effective config")
     check.add_argument("config")
+    config_sub.add_parser("reference", help="print every config key as a Markdown table")
     doctor = sub.add_parser("doctor", help="check every configured backend and integration")
     doctor.add_argument("config")
     args = parser.parse_args(argv)
@@ -47,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args.config)
     if args.command == "config":
-        return config_check(args.config)
+        return config_check(args.config) if args.action == "check" else config_reference()
     from mira.entrypoints.doctor import doctor as run_doctor
 
     return run_doctor(args.config)

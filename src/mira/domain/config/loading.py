@@ -58,7 +58,13 @@ ENV_FALLBACKS: dict[str, tuple[str, EnvParser]] = {
 }
 
 #: Keys whose change needs a process restart: a reload reports them and applies nothing.
-RESTART_REQUIRED_PREFIXES = ("server.",)
+RESTART_REQUIRED_PREFIXES = (
+    "server.",
+    "secrets.backend",
+    "secrets.vault.",
+    "secrets.kubernetes.",
+    "secrets.file.",
+)
 
 
 @dataclass(frozen=True)
