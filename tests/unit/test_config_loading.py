@@ -149,7 +149,7 @@ def test_changed_keys_are_nested_leaf_paths_and_server_keys_need_restart() -> No
     assert old is not None and new is not None
     keys = changed_keys(old, new)
     assert keys == ("logging.level", "secrets.vault.mount_point", "server.port")
-    assert restart_required(keys) == ("server.port",)
+    assert restart_required(keys) == ("secrets.vault.mount_point", "server.port")
     assert changed_keys(old, old) == ()
 
 
