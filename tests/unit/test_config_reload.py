@@ -163,13 +163,32 @@ def test_unresolvable_secret_references_travel_with_the_command() -> None:
     assert command.unresolved == (("secret://gh:token", "secret gh does not exist"),)
 
 
+def test_references_are_resolved_however_they_are_spelled_and_only_when_present() -> None:
+    asked: list[Settings] = []
+
+    def resolve(settings: Settings) -> list[tuple[str, str]]:
+        asked.append(settings)
+        return []
+
+    h = Harness(resolve=resolve)
+    h.reloader.command_for(Snap(r'{"integrations": {"jira": {"api_token": "secret:\/\/j:t"}}}'))
+    h.reloader.command_for(Snap(r'{"integrations": {"jira": {"url": "\u0073ecret://j:t"}}}'))
+    assert len(asked) == 2
+    plain = Harness(resolve=resolve)
+    plain.reloader.command_for(Snap('{"logging": {"level": "ERROR"}}'))
+    assert len(asked) == 2  # nothing can be a reference: no parse, no backend call
+    env_only = Harness(environ={"GITHUB_TOKEN": "secret://env-gh:token"}, resolve=resolve)
+    env_only.reloader.command_for(Snap("{}"))
+    assert asked[-1].integrations.github.token == "secret://env-gh:token"
+
+
 def test_a_crashing_resolver_becomes_a_reason_not_a_lost_change() -> None:
     def explode(s: Settings) -> list[tuple[str, str]]:
         raise ConnectionError("backend gone")
 
     h = Harness(resolve=explode)
     with capture_logs():
-        h.reloader.on_snapshot(Snap("{}"))
+        h.reloader.on_snapshot(Snap('{"integrations": {"jira": {"api_token": "secret://j:t"}}}'))
     (command,) = h.commands
     assert command.unresolved == (("secret references", "could not be resolved: ConnectionError"),)
 

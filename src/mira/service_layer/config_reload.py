@@ -11,9 +11,10 @@ from typing import Any, Protocol
 import structlog
 
 from mira.domain.commands import ApplyConfig
-from mira.domain.config.loading import load_settings
+from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES, load_settings
 from mira.domain.config.masking import masked_dict
 from mira.domain.config.model import ReloadSettings, Settings
+from mira.domain.config.secret_refs import PREFIX
 from mira.domain.ports import Clock, IdGenerator
 
 log = structlog.get_logger("mira.config")
@@ -23,6 +24,8 @@ Resolver = Callable[[Settings], list[tuple[str, str]]]
 #: A watcher thread cannot wait longer than the platform allows (threading.TIMEOUT_MAX); a day
 #: between polls is already far beyond any useful fallback.
 MAX_POLL_INTERVAL = 86_400.0
+_ENV_NAMES = (*ENV_OVERRIDES, *ENV_FALLBACKS)
+_REF_MARK = PREFIX.rstrip("/")  # "secret:"; JSON may write the slashes as \/
 
 
 class Snapshot(Protocol):
@@ -106,6 +109,17 @@ def _call(callback: Callable[[Any], None], arg: Any, key: str | None) -> None:
         )
 
 
+def _may_hold_refs(text: str, environ: Mapping[str, str]) -> bool:
+    """False only when no value can be a secret reference: then parsing here is skipped.
+
+    A JSON string decodes to "secret://..." only if the text holds "secret:" literally or
+    \\u escapes (other escapes make none of its letters); env values are used as they are.
+    """
+    if _REF_MARK in text or "\\u" in text:
+        return True
+    return any(_REF_MARK in environ.get(name, "") for name in _ENV_NAMES)
+
+
 def _interval(settings: ReloadSettings) -> float:
     if settings.poll_interval <= MAX_POLL_INTERVAL:
         return settings.poll_interval
@@ -170,7 +184,7 @@ class ConfigReloader:
         )
 
     def _unresolved(self, snapshot: Snapshot) -> list[tuple[str, str]]:
-        if snapshot.text is None:
+        if snapshot.text is None or not _may_hold_refs(snapshot.text, self._environ):
             return []
         parsed = load_settings(snapshot.text, snapshot.path, self._environ)
         if parsed.settings is None:
