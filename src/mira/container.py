@@ -31,7 +31,7 @@ from mira.service_layer.integrations import Integrations
 from mira.service_layer.messages import MessageHandlers, default_handlers, plan_handler
 from mira.service_layer.runtime import Runtime
 from mira.service_layer.secrets import SecretsManager
-from mira.service_layer.shutdown import ShutdownHooks
+from mira.service_layer.shutdown import ORDER_INTEGRATIONS, ShutdownHooks
 
 BUILTIN_BACKENDS = ("env", "vault", "kubernetes", "file")
 
@@ -180,7 +180,7 @@ def _integrations(
     )
     subscriptions.subscribe("integrations", integrations.on_change)
     handlers.register("publish_plan", integrations.publish)
-    hooks.add("integrations", integrations.close, order=10)
+    hooks.add("integrations", integrations.close, order=ORDER_INTEGRATIONS)
     readiness_checks["integrations"] = integrations.readiness
     return integrations
 
