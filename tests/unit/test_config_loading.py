@@ -159,3 +159,16 @@ def test_top_level_must_be_an_object_and_bom_and_empty_are_explained() -> None:
     )
     assert "byte order mark" in load_settings("\ufeff{}", "c.json", {}).errors[0]
     assert "file is empty" in load_settings("  \n", "c.json", {}).errors[0]
+
+
+def test_non_finite_and_absurd_numbers_are_rejected() -> None:
+    result = load_settings('{"config": {"poll_interval": Infinity}}', "c.json", {})
+    assert result.errors == (
+        "c.json: invalid JSON: Infinity is not allowed (numbers must be finite)",
+    )
+    _, errors = load({"config": {"poll_interval": 1e300}, "server": {"max_body_bytes": 0}})
+    assert any(
+        e.startswith("config.json: config.poll_interval: must be greater than 0 and at most")
+        for e in errors
+    )
+    assert any("server.max_body_bytes: must be between 1 and" in e for e in errors)

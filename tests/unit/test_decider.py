@@ -162,3 +162,14 @@ def test_secrets_backend_change_is_reported_as_restart_required_and_not_applied(
     assert event.restart_required == ("secrets.backend",)
     assert event.settings.secrets.backend == "env"
     assert event.settings.secrets.auto_refresh is True
+
+
+def test_restoring_the_live_content_after_a_rejection_clears_the_error() -> None:
+    state = given(apply_config({"logging": {"level": "INFO"}}), apply_config({"logging": 5}))
+    assert state.last_config_error
+    state = given(
+        apply_config({"logging": {"level": "INFO"}}),
+        apply_config({"logging": 5}),
+        apply_config({"logging": {"level": "INFO"}}),
+    )
+    assert state.last_config_error == () and state.config_generation == 1

@@ -65,7 +65,8 @@ def evolve(state: RuntimeState, event: ev.Event) -> RuntimeState:
         case ev.ConfigRejected(reasons=reasons):
             return replace(state, last_config_error=reasons, last_reload_at=event.at)
         case ev.ConfigUnchanged():
-            return replace(state, last_reload_at=event.at)
+            # Back to the live content after a rejected edit: the error is over.
+            return replace(state, last_reload_at=event.at, last_config_error=())
         case ev.ServiceReady():
             return replace(state, phase=Phase.READY)
         case ev.ShutdownRequested(signal=sig):

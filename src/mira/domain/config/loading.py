@@ -77,6 +77,10 @@ class LoadResult:
         return self.settings is not None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed (numbers must be finite)")
+
+
 def parse_json(text: str, source: str) -> tuple[Any, str | None]:
     """Decode JSON, naming the file, line and column of a syntax error."""
     if text.startswith("\ufeff"):
@@ -84,8 +88,10 @@ def parse_json(text: str, source: str) -> tuple[Any, str | None]:
     if not text.strip():
         return None, f"{source}: file is empty (an empty configuration is written {{}})"
     try:
-        return json.loads(text), None
-    except json.JSONDecodeError as exc:
+        return json.loads(text, parse_constant=_no_constant), None
+    except ValueError as exc:
+        if not isinstance(exc, json.JSONDecodeError):
+            return None, f"{source}: invalid JSON: {exc}"
         return None, f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
     except RecursionError:
         return None, f"{source}: invalid JSON: nested too deeply"

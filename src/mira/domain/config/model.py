@@ -8,6 +8,9 @@ from typing import Any, Literal
 from mira.domain.config.schema import section, setting
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Upper bound of every number (seconds, bytes, counts): a week of seconds is the largest value
+#: any key needs; larger ones (1e300) overflow timers.
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 def _level(value: Any) -> str | None:
@@ -15,11 +18,21 @@ def _level(value: Any) -> str | None:
 
 
 def _positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be greater than 0, got {value!r}"
+    if not 0 < value <= MAX_SECONDS:
+        return f"must be greater than 0 and at most {MAX_SECONDS:g}, got {value!r}"
+    return None
+
+
+def _body_size(value: Any) -> str | None:
+    if not 0 < value <= 1 << 30:
+        return f"must be between 1 and {1 << 30} bytes, got {value!r}"
+    return None
 
 
 def _non_negative(value: Any) -> str | None:
-    return None if value >= 0 else f"must be 0 or greater, got {value!r}"
+    if not 0 <= value <= MAX_SECONDS:
+        return f"must be between 0 and {MAX_SECONDS:g}, got {value!r}"
+    return None
 
 
 def _port(value: Any) -> str | None:
@@ -153,7 +166,9 @@ class SecretsSettings:
         300.0, "Cap of the exponential back-off after failed refreshes (seconds).", _positive
     )
     stale_after: float | None = setting(
-        None, "Seconds after which a cached secret counts as stale (default 2 x refresh_interval)."
+        None,
+        "Seconds after which a cached secret counts as stale (default 2 x refresh_interval).",
+        lambda v: None if v is None else _positive(v),
     )
     stale_makes_unready: bool = setting(False, "Report not ready while any secret is stale.")
     vault: VaultSettings = section(VaultSettings)
@@ -207,7 +222,7 @@ class ServerSettings:
     threads: int = setting(32, "Worker threads (concurrent requests).", _at_least(1))
     request_queue_size: int = setting(128, "Listen backlog.", _at_least(128))
     max_body_bytes: int = setting(
-        1048576, "Largest accepted request body; larger gets 413.", _positive
+        1048576, "Largest accepted request body; larger gets 413.", _body_size
     )
 
 

@@ -28,6 +28,17 @@ def section(cls: type[T]) -> Any:
     )
 
 
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    """Resolved annotations, once per class (resolving them costs more than the parse)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
 def _describe(tp: Any) -> str:
     if tp is type(None):
         return "null"
@@ -100,7 +111,7 @@ def parse_dataclass(cls: type[T], raw: Any, path: str, errors: list[str]) -> T:
     if not isinstance(raw, Mapping):
         errors.append(f"{path or '<root>'}: expected an object, got {_type_name(raw)}")
         return cls()
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in raw:
         if key not in fields:
@@ -134,7 +145,7 @@ class KeyInfo:
 
 def iter_keys(cls: type[Any], prefix: str = "") -> Iterator[KeyInfo]:
     """Every leaf key of a settings tree with its type, default and doc (for docs and tests)."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     instance = cls()
     for f in dataclasses.fields(cls):
         path = f"{prefix}.{f.name}" if prefix else f.name
