@@ -119,22 +119,22 @@ CORPUS: list[tuple[str, Breaker, str]] = [
     (
         "negative-interval",
         config(config={"hot_reload": True, "poll_interval": -1}),
-        "config.poll_interval: must be greater than 0, got -1",
+        "config.poll_interval: must be greater than 0 and at most 604800, got -1",
     ),
     (
         "zero-interval",
         config(config={"hot_reload": True, "poll_interval": 0}),
-        "config.poll_interval: must be greater than 0, got 0",
+        "config.poll_interval: must be greater than 0 and at most 604800, got 0",
     ),
     (
         "nan-interval",
         text('{"config": {"hot_reload": true, "poll_interval": NaN}}'),
-        "config.poll_interval: must be greater than 0, got nan",
+        "invalid JSON: NaN is not allowed (numbers must be finite)",
     ),
     (
         "negative-retries",
         config(integrations={"jira": {"max_retries": -2}}),
-        "integrations.jira.max_retries: must be 0 or greater, got -2",
+        "integrations.jira.max_retries: must be between 0 and 1000, got -2",
     ),
     ("port-out-of-range", config(server={"port": 70000}), "server.port: must be a TCP port"),
     (

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 
+from mira.adapters.structlog_logging import flush_logs
 from mira.adapters.watchdog_config import ConfigWatcher
 from mira.app import MiraApplication
 from mira.container import Container
@@ -144,6 +145,7 @@ class HotApp:
         return status, json.loads(body)
 
     def log_lines(self, message: str) -> list[dict[str, Any]]:
+        flush_logs()  # lines are queued for up to 50 ms; this process owns the queue
         lines = [json.loads(x) for x in self.log_file.read_text().splitlines() if x.strip()]
         return [x for x in lines if x.get("message") == message]
 
@@ -281,7 +283,7 @@ def test_a_key_path_error_is_named_and_nothing_of_the_file_is_applied(
     atomic_save(config_path, json.dumps(bad))
     wait_until(lambda: hot.ready()[1]["config"]["last_error"], DEADLINE, message="last_error")
     (reason,) = hot.ready()[1]["config"]["last_error"]
-    assert "config.poll_interval: must be greater than 0, got -1" in reason
+    assert "config.poll_interval: must be greater than 0 and at most 604800, got -1" in reason
     assert hot.marker == 0  # the valid part (max_retries 5) was not applied either
 
 
@@ -469,6 +471,7 @@ def test_logging_level_format_and_file_change_live(
     atomic_save(svc.config_path, json.dumps(config))
     wait_generation(svc, 3)
     svc.post("/api/v1/messages", PLAN, headers={"X-Request-ID": "console-1"})
+    wait_until(lambda: "console-1" in svc.log_path.read_text(), DEADLINE, message="console line")
     log_file = tmp_path / "logs" / "mira.log"
     config["logging"] = {"level": "INFO", "file": str(log_file)}
     atomic_save(svc.config_path, json.dumps(config))
@@ -495,6 +498,7 @@ def test_a_log_file_that_cannot_open_is_an_error_and_the_rest_still_applies(
     (error,) = svc.find("Could not apply the new configuration")
     assert error["level"] == "ERROR" and error["area"] == "logging"
     assert "/dev/null/mira.log" in error["exception"]
+    wait_until(lambda: svc.find("Configuration reloaded successfully"), DEADLINE, message="ok")
     (ok,) = svc.find("Configuration reloaded successfully")  # still on stdout
     assert ok["failed_effects"] == ["logging"]
     assert "integrations.jira.max_retries" in ok["changed_keys"]

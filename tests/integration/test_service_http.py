@@ -129,7 +129,10 @@ def test_correlation_id_round_trip_and_log_lines(service: ServiceProcess) -> Non
     assert line["message_type"] == "generate_plan" and line["function"] == "process_message"
     assert isinstance(line["line"], int)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", line["timestamp"])
-    access = [x for x in service.find("Request handled") if x["correlation_id"] == "req-42"]
+    access = wait_until(
+        lambda: [x for x in service.find("Request handled") if x["correlation_id"] == "req-42"],
+        message="access line",
+    )
     assert access and access[0]["status"] == 200 and access[0]["route"] == "/api/v1/messages"
 
 
@@ -252,7 +255,7 @@ def test_log_file_is_created_and_reopened_after_rotation(tmp_path: Path) -> None
     log_file = tmp_path / "logs" / "nested" / "app.log"
     svc = ServiceProcess(tmp_path, {"logging": {"file": str(log_file)}}).start()
     try:
-        assert svc.find("Mira started", log_file)
+        wait_until(lambda: svc.find("Mira started", log_file), message="start-up line in the file")
         log_file.rename(log_file.with_suffix(".log.1"))
         wait_until(
             lambda: (

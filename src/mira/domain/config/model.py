@@ -29,6 +29,10 @@ def _body_size(value: Any) -> str | None:
     return None
 
 
+def _retries(value: Any) -> str | None:
+    return None if 0 <= value <= 1000 else f"must be between 0 and 1000, got {value!r}"
+
+
 def _non_negative(value: Any) -> str | None:
     if not 0 <= value <= MAX_SECONDS:
         return f"must be between 0 and {MAX_SECONDS:g}, got {value!r}"
@@ -188,7 +192,7 @@ class GithubSettings:
         "https://api.github.com", "REST v3 base URL (GitHub Enterprise: https://HOST/api/v3)."
     )
     timeout: float = setting(10.0, "Seconds per request.", _positive)
-    max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _non_negative)
+    max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _retries)
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,7 @@ class JiraSettings:
         None, "Jira API token, usually secret://...; JIRA_API_TOKEN when unset.", secret=True
     )
     timeout: float = setting(10.0, "Seconds per request.", _positive)
-    max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _non_negative)
+    max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _retries)
 
 
 @dataclass(frozen=True)
