@@ -49,8 +49,8 @@ def serve(mode: str, port: int, log_file: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--serve", choices=["bare", "mira"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log-file", default=os.devnull)

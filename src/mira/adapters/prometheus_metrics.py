@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from mira.adapters.request_metrics import RequestMetrics
 from mira.domain.state import Phase, RuntimeState
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -18,25 +19,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "mira_http_requests_total",
-            "HTTP requests served",
-            ["method", "route", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "mira_http_request_duration_seconds",
-            "HTTP request latency",
-            ["method", "route", "status"],
-            buckets=BUCKETS,
-            registry=r,
-        )
-        self.errors = Counter(
-            "mira_http_request_errors_total",
-            "HTTP requests answered with a 5xx status",
-            ["method", "route"],
-            registry=r,
-        )
+        self.http = RequestMetrics(BUCKETS)
+        r.register(self.http)
         self.in_flight = Gauge(
             "mira_http_requests_in_flight", "HTTP requests being served", registry=r
         )
@@ -85,24 +69,9 @@ class Metrics:
         )
         for phase in Phase:
             self.phase.labels(phase.value).set(0)
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            label = str(status)
-            children = (
-                self.requests.labels(method, route, label),
-                self.latency.labels(method, route, label),
-            )
-            self._children[key] = children
-            if status >= 500:
-                self.errors.labels(method, route)
-        children[0].inc()
-        children[1].observe(seconds)
-        if status >= 500:
-            self.errors.labels(method, route).inc()
+        self.http.observe(method, route, status, seconds)
 
     def observe_state(self, state: RuntimeState) -> None:
         for phase in Phase:

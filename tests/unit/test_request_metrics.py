@@ -1,0 +1,55 @@
+"""Lock-free request metrics: what Prometheus scrapes equals what every thread observed."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mira.adapters.prometheus_metrics import Metrics
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return name, tuple(sorted(labels.items()))
+
+
+def test_observations_from_many_threads_all_count() -> None:
+    metrics = Metrics()
+
+    def work() -> None:
+        for _ in range(1000):
+            metrics.observe_request("GET", "/health", 200, 0.002)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = samples(metrics)
+    labels = {"method": "GET", "route": "/health", "status": "200"}
+    assert got[key("mira_http_requests_total", **labels)] == 8000
+    assert got[key("mira_http_request_duration_seconds_count", **labels)] == 8000
+    assert abs(got[key("mira_http_request_duration_seconds_sum", **labels)] - 16.0) < 1e-6
+
+
+def test_buckets_are_cumulative_and_inclusive_and_5xx_count_as_errors() -> None:
+    metrics = Metrics()
+    for seconds in (0.005, 0.0051, 30.0):
+        metrics.observe_request("POST", "/api/v1/messages", 500, seconds)
+    got = samples(metrics)
+    labels = {"method": "POST", "route": "/api/v1/messages", "status": "500"}
+    bucket = "mira_http_request_duration_seconds_bucket"
+    assert got[key(bucket, le="0.005", **labels)] == 1  # le means <=
+    assert got[key(bucket, le="0.01", **labels)] == 2
+    assert got[key(bucket, le="10.0", **labels)] == 2
+    assert got[key(bucket, le="+Inf", **labels)] == 3
+    errors = key("mira_http_request_errors_total", method="POST", route="/api/v1/messages")
+    assert got[errors] == 3
