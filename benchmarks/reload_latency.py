@@ -17,8 +17,7 @@ import functools
 import json
 import os
 import random
-import shutil
-import socket
+import sys
 import tempfile
 import threading
 import time
@@ -34,38 +33,12 @@ from mira.adapters.watchdog_config import ConfigWatcher
 from mira.app import MiraApplication
 from mira.container import Container
 
-DELIVERY_TIMEOUT = 2.0
-BLOCK = 50
-GAP_RANGE = (0.002, 0.05)  # random idle time, so changes land at every phase of a poll cycle
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _changes import BLOCK, CHANGES, DELIVERY_TIMEOUT, GAP_RANGE, percentile
+from tests.support import free_port
+
 GOAL_P99_MS = 5.0
-Change = Callable[[Path, str], tuple[Callable[[], None], Callable[[], None]]]
-
-
-def replace_change(path: Path, text: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """An editor's atomic save: the temp file is written first; the timed step is the rename."""
-    tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(text)
-    return (lambda: os.replace(tmp, path)), (lambda: None)
-
-
-def swap_change(path: Path, text: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """The kubelet's AtomicWriter: new dir and `..data_tmp` first; the timed step is the rename."""
-    mount = path.parent
-    old = os.readlink(mount / "..data") if (mount / "..data").is_symlink() else None
-    new_dir = Path(tempfile.mkdtemp(prefix="..", dir=mount))
-    (new_dir / "config.json").write_text(text)
-    os.symlink(new_dir.name, mount / "..data_tmp")
-
-    def cleanup() -> None:
-        if not path.is_symlink():
-            os.symlink("..data/config.json", path)
-        if old is not None:
-            shutil.rmtree(mount / old)
-
-    return (lambda: os.rename(mount / "..data_tmp", mount / "..data")), cleanup
-
-
-CHANGES: dict[str, Change] = {"replace": replace_change, "swap": swap_change}
 
 
 @dataclass
@@ -114,18 +87,12 @@ def prepare(root: Path, name: str, change: str, poll_interval: float = 5.0) -> S
     directory = root / name.replace(" ", "-") / change
     directory.mkdir(parents=True)
     scenario = Scenario(
-        name, change, directory / "config.json", port=_free_port(), poll_interval=poll_interval
+        name, change, directory / "config.json", port=free_port(), poll_interval=poll_interval
     )
     act, cleanup = CHANGES[change](scenario.path, scenario.config_text(0))
     act()
     cleanup()
     return scenario
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Bare(FileSystemEventHandler):
@@ -179,11 +146,6 @@ def build(root: Path, change: str, poll_interval: float) -> list[Scenario]:
     polling = prepare(root, f"mira poll {poll_interval * 1000:g}ms", change, poll_interval)
     start_mira(polling, use_events=False)
     return [bare, inotify, polling]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
 
 
 def report(change: str, scenarios: list[Scenario]) -> list[str]:

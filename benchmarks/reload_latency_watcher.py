@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import random
-import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -21,37 +21,9 @@ from watchdog.observers import Observer
 
 from mira.adapters.watchdog_config import ConfigSnapshot, ConfigWatcher, read_config_file
 
-DELIVERY_TIMEOUT = 2.0
-BLOCK = 50  # trials per scenario before switching to the next, so drift hits all alike
-# Idle time between trials, random so that changes land at every phase of the poll cycle.
-GAP_RANGE = (0.002, 0.05)
-
-
-def replace_change(path: Path, text: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """An editor's atomic save: the temp file is written first, the timed step is the rename."""
-    tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(text)
-    return (lambda: os.replace(tmp, path)), (lambda: None)
-
-
-def swap_change(path: Path, text: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """The kubelet's AtomicWriter: new dir and `..data_tmp` first, the timed step is the rename."""
-    mount = path.parent
-    old = os.readlink(mount / "..data") if (mount / "..data").is_symlink() else None
-    new_dir = Path(tempfile.mkdtemp(prefix="..", dir=mount))
-    (new_dir / "config.json").write_text(text)
-    os.symlink(new_dir.name, mount / "..data_tmp")
-
-    def cleanup() -> None:
-        if not path.is_symlink():
-            os.symlink("..data/config.json", path)
-        if old is not None:
-            shutil.rmtree(mount / old)
-
-    return (lambda: os.rename(mount / "..data_tmp", mount / "..data")), cleanup
-
-
-CHANGES = {"replace": replace_change, "swap": swap_change}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _changes import BLOCK, CHANGES, DELIVERY_TIMEOUT, GAP_RANGE, percentile
 
 
 @dataclass
@@ -138,11 +110,6 @@ def build(root: Path, change: str) -> list[Scenario]:
     polling = prepare(root, "watcher poll 50ms", change)
     start_watcher(polling, use_events=False, poll_interval=0.05)
     return [bare, inotify, polling]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def report(change: str, scenarios: list[Scenario]) -> None:

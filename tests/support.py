@@ -35,6 +35,16 @@ def wait_until(
         time.sleep(interval)
 
 
+def poll_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return bool(predicate())
+        time.sleep(interval)
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -422,15 +422,6 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 def _gone_event() -> _Event:
     return {"type": "ERROR", "object": _status(410, "Expired", "too old resource version")}
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, step: float = 0.01) -> None:
-    """Poll `predicate` until truthy; fail the test when `timeout` seconds pass first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 import pytest
 
 from mira.adapters.cheroot_server import CherootServer, PortInUseError
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +37,6 @@ def slow_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
     body = f"done {path}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 @contextmanager
@@ -95,7 +88,7 @@ def test_in_flight_requests_complete_and_new_connections_are_refused() -> None:
         address = server.bound_address
         assert address is not None
         replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 32)
-        wait_until(lambda: server.in_flight == 32, 5, "32 requests in the app")
+        wait_until(lambda: server.in_flight == 32, 5, message="32 requests in the app")
 
         server.start_draining()
         server.close_listener()
@@ -142,8 +135,8 @@ def test_requests_queued_behind_busy_workers_are_served_after_listener_closes() 
         address = server.bound_address
         assert address is not None
         replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 12)
-        wait_until(lambda: server.in_flight == 4, 5, "4 requests in the app")
-        wait_until(lambda: server._queued() == 8, 5, "8 connections queued for a worker")
+        wait_until(lambda: server.in_flight == 4, 5, message="4 requests in the app")
+        wait_until(lambda: server._queued() == 8, 5, message="8 connections queued for a worker")
 
         server.start_draining()
         server.close_listener()
@@ -160,7 +153,7 @@ def test_connections_waiting_in_the_listen_backlog_are_served_not_reset() -> Non
         address = server.bound_address
         assert address is not None
         replies = fire(pool, address, "/slow?ms=100", 6)
-        wait_until(lambda: _listen_queue(address[1]) == 6, 5, "6 handshakes in the backlog")
+        wait_until(lambda: _listen_queue(address[1]) == 6, 5, message="6 handshakes in the backlog")
 
         server.close_listener()
         assert_refused(address)
@@ -177,7 +170,7 @@ def test_drain_deadline_reports_the_abandoned_request_and_stop_is_bounded() -> N
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(get, address, "/slow?ms=2500")
         try:
-            wait_until(lambda: server.in_flight == 1, 5, "the slow request in the app")
+            wait_until(lambda: server.in_flight == 1, 5, message="the slow request in the app")
             server.start_draining()
             server.close_listener()
 
@@ -254,14 +247,16 @@ def _drain_under_load(clients: int = 12) -> Counter[str]:
         for worker in workers:
             worker.start()
         try:
-            wait_until(lambda: counts["ok"] >= 50, 10, "load to flow")
+            wait_until(lambda: counts["ok"] >= 50, 10, message="load to flow")
             server.start_draining()
             served_before_close = counts["ok"]
             wait_until(
-                lambda: counts["ok"] >= served_before_close + 50, 10, "serving while draining"
+                lambda: counts["ok"] >= served_before_close + 50,
+                10,
+                message="serving while draining",
             )
             server.close_listener()
-            wait_until(lambda: counts["refused"] >= 20, 10, "clients to see refusals")
+            wait_until(lambda: counts["refused"] >= 20, 10, message="clients to see refusals")
         finally:
             stop.set()
             for worker in workers:
@@ -310,7 +305,7 @@ def test_app_errors_become_500_and_the_server_keeps_serving() -> None:
             assert get(address, "/boom").status == 500
         assert get(address, "/").status == 200
         # The worker closes the response just after the client has read it.
-        wait_until(lambda: server.in_flight == 0, 2, "in-flight count back to 0")
+        wait_until(lambda: server.in_flight == 0, 2, message="in-flight count back to 0")
 
 
 def test_bad_settings_are_rejected_with_the_setting_named() -> None:

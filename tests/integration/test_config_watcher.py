@@ -19,20 +19,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from mira.adapters.watchdog_config import ConfigSnapshot, ConfigWatcher, read_config_file
+from tests.support import poll_until as wait_until
 
 pytestmark = pytest.mark.integration
 
 DELIVERY_TIMEOUT = 3.0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll `predicate` until it holds or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 class Recorder:

@@ -6,7 +6,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +15,9 @@ from structlog.testing import capture_logs
 from mira.adapters.file_secrets import FileSecretsBackend
 from mira.domain.config.model import FileSecretsSettings
 from mira.domain.ports import SecretNotFound, SecretsBackendUnavailable
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 class KubeletVolume:

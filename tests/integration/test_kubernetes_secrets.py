@@ -23,9 +23,9 @@ from tests.integration.k8s_api_server import (
     FakeKubeApiServer,
     in_cluster_files,
     kube_api,
-    wait_until,
     write_kubeconfig,
 )
+from tests.support import wait_until
 
 __all__ = ["kube_api"]  # the fixture is used by name
 

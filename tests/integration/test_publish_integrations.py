@@ -6,7 +6,7 @@ import datetime as dt
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from mira.service_layer.messages import plan_handler
 from mira.service_layer.publish import ClientHolder, InvalidMessage, publish_plan
 from tests.integration.fake_github import FakeGithub
 from tests.integration.fake_jira import FakeJira, basic
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +52,6 @@ PLAN: dict[str, Any] = {
         },
     ],
 }
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.01)
 
 
 def _no_plan(_: Any) -> dict[str, Any]:
