@@ -19,7 +19,7 @@ $(BIN)/.dev-installed: pyproject.toml
 	touch $@ $(BIN)/.run-installed
 
 run: $(BIN)/.run-installed
-	MIRA_SECRETS_BACKEND=env $(BIN)/python -m mira.entrypoints.web $(CONFIG)
+	MIRA_SECRETS_BACKEND=env exec $(BIN)/python -m mira.entrypoints.web $(CONFIG)
 
 lint: $(BIN)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks
