@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -419,4 +419,4 @@ def flush_logs() -> None:
             os.fsync(SINK._fd)
 
 
-__all__ = ["MutableMapping", "apply_logging_settings", "configure_logging", "get_logger"]
+__all__ = ["apply_logging_settings", "configure_logging", "get_logger"]

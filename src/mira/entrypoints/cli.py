@@ -9,8 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from mira.adapters.watchdog_config import read_config_file
-from mira.domain.config.loading import load_settings
+from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES, load_settings
 from mira.domain.config.masking import masked_dict
+from mira.domain.config.model import Settings
+from mira.domain.config.schema import iter_keys
 
 
 def config_check(path: str) -> int:
@@ -32,10 +34,6 @@ def config_check(path: str) -> int:
 
 def config_reference() -> int:
     """Print every config key as a Markdown table (the source of DEPLOYMENT.md's reference)."""
-    from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES
-    from mira.domain.config.model import Settings
-    from mira.domain.config.schema import iter_keys
-
     env = {path: name for name, (path, _) in ENV_OVERRIDES.items()}
     fallback = {path: name for name, (path, _) in ENV_FALLBACKS.items()}
     print("| Key | Type | Default | Environment | Meaning |")
@@ -73,5 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_doctor(args.config)
 
 
+def run() -> int:
+    """The console script: like main(), but quiet when its output pipe closes (`| head`)."""
+    try:
+        return main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -11,6 +11,7 @@ import structlog
 from mira.domain import events as ev
 from mira.domain.commands import MarkReady, RequestShutdown
 from mira.domain.config.model import LoggingSettings, Settings, ShutdownSettings
+from mira.domain.config.secret_refs import find_refs
 from mira.domain.ports import Clock, EventJournal, IdGenerator
 from mira.domain.state import Phase
 from mira.service_layer.bus import MessageBus
@@ -177,8 +178,6 @@ class Runtime:
         settings = self.bus.state.settings
         if settings is None:
             return
-        from mira.domain.config.secret_refs import find_refs
-
         keys = tuple(
             sorted(k for k, ref in find_refs(settings).items() if ref.path == event.secret)
         )
