@@ -476,6 +476,13 @@ def test_logging_level_format_and_file_change_live(
     config["logging"] = {"level": "INFO", "file": str(log_file)}
     atomic_save(svc.config_path, json.dumps(config))
     wait_generation(svc, 4)
+    # /ready shows the generation as soon as it is decided; the success line comes after the
+    # effects (here: the new file) were applied.
+    wait_until(
+        lambda: log_file.exists() and "Configuration reloaded successfully" in log_file.read_text(),
+        DEADLINE,
+        message="the reload confirmed in the new file",
+    )
     svc.post("/api/v1/messages", PLAN, headers={"X-Request-ID": "file-1"})
     stdout = svc.log_path.read_text()
     assert "quiet-1" not in stdout  # its INFO access line was dropped at WARNING

@@ -90,3 +90,21 @@ def test_registry_is_extensible_and_validates_the_envelope() -> None:
         handlers.process_message({"type": "echo"})
     with pytest.raises(InvalidMessage, match="type: is required"):
         handlers.process_message({"data": {}})
+
+
+def test_other_threads_see_a_new_state_only_after_its_effects_ran() -> None:
+    bus = MessageBus(RecordingJournal())
+    seen_elsewhere: list[int] = []
+    seen_on_bus: list[int] = []
+
+    def effect(event: ev.ConfigLoaded) -> None:
+        seen_on_bus.append(bus.state.config_generation)
+        reader = threading.Thread(target=lambda: seen_elsewhere.append(bus.state.config_generation))
+        reader.start()
+        reader.join()
+
+    bus.subscribe(ev.ConfigLoaded, effect)
+    bus.process_inline(apply({}))
+    assert seen_on_bus == [1]  # handlers work with the state they are applying
+    assert seen_elsewhere == [0]  # a reader (an HTTP thread) does not see it half-applied
+    assert bus.state.config_generation == 1

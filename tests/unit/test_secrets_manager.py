@@ -75,7 +75,7 @@ def test_failure_keeps_the_cached_value_and_journals_refresh_failed(h: Harness) 
     assert h.manager.get("secret://github-credentials:token").reveal() == TOKEN  # type: ignore[union-attr]
     [failed] = h.events(ev.SecretRefreshFailed)
     assert failed.secret == "github-credentials" and failed.consecutive_failures == 1
-    h.bus._state = replace(h.bus.state, phase=Phase.READY, settings=SETTINGS)
+    h.bus._state = h.bus._published = replace(h.bus.state, phase=Phase.READY, settings=SETTINGS)
     ok, body = readiness(h.bus.state, h.clock.now() + 5)
     assert body["secrets"]["github-credentials"]["state"] == "stale"
     assert ok  # stale_makes_unready defaults to false
@@ -85,7 +85,7 @@ def test_stale_makes_unready_when_configured(h: Harness) -> None:
     h.backend.fail()
     h.manager.refresh()
     strict = replace(SETTINGS, secrets=SecretsSettings(stale_makes_unready=True))
-    h.bus._state = replace(h.bus.state, phase=Phase.READY, settings=strict)
+    h.bus._state = h.bus._published = replace(h.bus.state, phase=Phase.READY, settings=strict)
     ok, body = readiness(h.bus.state, h.clock.now())
     assert not ok and body["reasons"] == ["secret github-credentials is stale"]
 

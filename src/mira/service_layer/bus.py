@@ -31,6 +31,10 @@ class MessageBus:
     def __init__(self, journal: EventJournal, state: RuntimeState | None = None) -> None:
         self._journal = journal
         self._state = state or RuntimeState()
+        # What other threads see: published once a command's handlers (its effects) have run,
+        # so "generation N on /ready" means generation N is applied, not only decided.
+        self._published = self._state
+        self._processing: int | None = None
         self._handlers: dict[type[Event], list[Handler]] = defaultdict(list)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -38,7 +42,10 @@ class MessageBus:
 
     @property
     def state(self) -> RuntimeState:
-        return self._state
+        """The latest state on the thread processing a command; elsewhere the last published."""
+        if threading.get_ident() == self._processing:
+            return self._state
+        return self._published
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
         """Run `handler(event)` on the bus thread after each `event_type` is journaled."""
@@ -91,6 +98,7 @@ class MessageBus:
     def _process(self, command: Command) -> list[Event]:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=command.correlation_id)
+        self._processing = threading.get_ident()
         try:
             events = decide(command, self._state)
             for event in events:
@@ -104,6 +112,8 @@ class MessageBus:
                     self._safely(handler, event)
             return events
         finally:
+            self._published = self._state
+            self._processing = None
             structlog.contextvars.clear_contextvars()
 
     def _handlers_for(self, event: Event) -> list[Handler]:
