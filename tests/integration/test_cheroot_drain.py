@@ -168,19 +168,20 @@ def test_drain_deadline_reports_the_abandoned_request_and_stop_is_bounded() -> N
     loop = threading.Thread(target=server.serve_forever, daemon=True)
     loop.start()
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(get, address, "/slow?ms=2500")
+        slow = pool.submit(get, address, "/slow?ms=6000")
         try:
             wait_until(lambda: server.in_flight == 1, 5, message="the slow request in the app")
             server.start_draining()
             server.close_listener()
 
+            # Bounded by the timeouts, not by the 6 s request (the bounds only tell them apart).
             started = time.monotonic()
             assert server.wait_drained(timeout=0.5) == 1
-            assert time.monotonic() - started < 0.8
+            assert time.monotonic() - started < 3.0
 
             started = time.monotonic()
             server.stop(timeout=1.0)
-            assert time.monotonic() - started < 1.3
+            assert time.monotonic() - started < 3.0
             loop.join(2)
             assert not loop.is_alive()
         finally:

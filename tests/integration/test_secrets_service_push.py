@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +62,8 @@ def test_kubernetes_watch_event_reaches_the_callback_and_410_relists(
         wait_until(lambda: kube_api.open_watch_count() >= 1, timeout=5, message="a watch")
 
         kube_api.put_secret("github-credentials", {"token": K8S_V2})
-        rotated_at = time.monotonic()
-        wait_until(lambda: received.values, timeout=3, message="the watch-driven callback")
-        assert time.monotonic() - rotated_at < 1.0
+        # auto_refresh is off: only the watch can deliver it (its latency: secrets_bench.py).
+        wait_until(lambda: received.values, timeout=10, message="the watch-driven callback")
         assert received.revealed("token") == [K8S_V2]
 
         lists_before = kube_api.count_requests(list_only=True, watch=False)
@@ -108,9 +106,7 @@ def test_file_volume_swap_reaches_callbacks_and_a_failing_callback_is_isolated(
             lambda ref: redelivered.append(manager.get(ref).reveal()),  # type: ignore[union-attr]
         )
         volume.publish({"username": "mira", "password": FILE_V2})
-        rotated_at = time.monotonic()
-        wait_until(lambda: received.values, timeout=3, message="the file-watch callback")
-        assert time.monotonic() - rotated_at < 1.0
+        wait_until(lambda: received.values, timeout=10, message="the file-watch callback")
         assert received.revealed("password") == [FILE_V2]
         assert redelivered == [FILE_V2]
         lines = [json.loads(line) for line in service.log_text().splitlines()]

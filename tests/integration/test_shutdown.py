@@ -188,7 +188,7 @@ def test_steady_load_drops_no_accepted_request_over_10_shutdowns(
 def test_deadline_exceeded_exits_1_and_logs_the_abandoned_count(
     tmp_path: Path, services: list[ServiceProcess]
 ) -> None:
-    shutdown = {"timeout": 0.5, "hooks_timeout": 1, "hook_timeout": 0.5, "grace_period": 3}
+    shutdown = {"timeout": 0.5, "hooks_timeout": 1, "hook_timeout": 0.5, "grace_period": 10}
     svc = run(services, slow_service(tmp_path, shutdown))
     with ThreadPoolExecutor(2) as pool:
         stuck = [pool.submit(sleep_request, svc, 30_000, 40) for _ in range(2)]
@@ -200,7 +200,8 @@ def test_deadline_exceeded_exits_1_and_logs_the_abandoned_count(
         for future in stuck:
             with pytest.raises(OSError):  # the process exited under them
                 future.result(timeout=10)
-    assert took < 3, f"exit took {took:.2f}s, over the 3 s grace period"
+    # Bounded by the deadline, not by the 30 s requests (the bound only tells them apart).
+    assert took < 10, f"exit took {took:.2f}s, over the 10 s grace period"
     timed_out = svc.find("DrainTimedOut")
     assert timed_out and timed_out[0]["abandoned"] == 2
     deadline = svc.find("Shutdown deadline reached with requests still running")
@@ -221,7 +222,8 @@ def test_second_signal_during_the_drain_exits_at_once(
         started = time.monotonic()
         svc.signal(second)
         assert svc.wait_exit(5) == 128 + second
-        assert time.monotonic() - started < 1.5
+        # At once: not after drain_delay + timeout (20 s) nor the 30 s request.
+        assert time.monotonic() - started < 8
         with pytest.raises(OSError):
             held.result(timeout=10)
     forced = svc.find("Second stop signal during shutdown; exiting now")
@@ -232,19 +234,20 @@ def test_second_signal_during_the_drain_exits_at_once(
 def test_hanging_hook_is_skipped_after_its_timeout_and_later_hooks_run(
     tmp_path: Path, services: list[ServiceProcess]
 ) -> None:
-    shutdown = {"timeout": 2, "hook_timeout": 0.5, "hooks_timeout": 1.5, "grace_period": 4}
+    shutdown = {"timeout": 2, "hook_timeout": 0.5, "hooks_timeout": 1.5, "grace_period": 10}
     svc = run(services, slow_service(tmp_path, shutdown, env={"SLOW_APP_HANG_HOOK": "1"}))
     started = time.monotonic()
     svc.signal(signal.SIGTERM)
     assert svc.wait_exit(10) == 0
-    assert time.monotonic() - started < 4, "exit must stay within grace_period"
+    assert time.monotonic() - started < 10, "exit must stay within grace_period"
     failed = svc.find("HookFailed")
     assert [(x["hook"], x["reason"]) for x in failed] == [
         ("hangs-forever", "did not finish within 0.5s; skipped")
     ]
     seen = messages(svc)
     assert_in_order(seen, ["HookFailed", "slow_app late hook ran", "Shutdown complete"])
-    assert 0.5 <= svc.find("Shutdown complete")[0]["hooks_seconds"] < 1.5
+    # Waited for the hanging hook's 0.5 s, not for the hook (it never returns).
+    assert 0.5 <= svc.find("Shutdown complete")[0]["hooks_seconds"] < 5
 
 
 @pytest.mark.parametrize(
@@ -258,13 +261,13 @@ def test_hanging_hook_is_skipped_after_its_timeout_and_later_hooks_run(
 def test_signal_during_start_up_exits_cleanly(
     tmp_path: Path, services: list[ServiceProcess], env: dict[str, str], marker: str
 ) -> None:
-    shutdown = {"drain_delay": 5, "timeout": 10}
+    shutdown = {"drain_delay": 20, "timeout": 10, "grace_period": 40}
     svc = run(services, slow_service(tmp_path, shutdown, env=env), ready=False)
     wait_logged(svc, marker, timeout=20)
     started = time.monotonic()
     svc.signal(signal.SIGTERM)
     assert svc.wait_exit(10) == 0, svc.stderr()
-    assert time.monotonic() - started < 3, "no drain_delay before the service was ever ready"
+    assert time.monotonic() - started < 12, "no 20 s drain_delay before the service was ready"
     seen = messages(svc)
     assert "Mira started" not in seen and "ServiceReady" not in seen
     assert_in_order(seen, ["ShutdownRequested", "ListenerClosed", "Stopped", "Shutdown complete"])
