@@ -44,6 +44,17 @@ def bao_binary() -> str:
     return found
 
 
+def _all_threads_stopped(proc: subprocess.Popen[bytes] | None) -> bool:
+    if proc is None:
+        return True
+    states = []
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            # the state is the field after the parenthesised command name
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def is_healthy(url: str, verify: bool | str = True) -> bool:
     try:
         return requests.get(f"{url}/v1/sys/health", timeout=1.0, verify=verify).status_code == 200
@@ -122,9 +133,15 @@ class OpenBaoProcess:
             proc.wait(timeout=10)
 
     def pause(self) -> None:
-        """SIGSTOP: the port still accepts connections but nothing answers (a hung server)."""
+        """SIGSTOP: the port still accepts connections but nothing answers (a hung server).
+
+        The stop reaches the server's threads asynchronously: wait until every one of them is
+        stopped, or a request sent right after could still be answered.
+        """
         if self._proc is not None:
             os.kill(self._proc.pid, signal.SIGSTOP)
+            if not wait_until(lambda: _all_threads_stopped(self._proc), 5.0):
+                raise RuntimeError("OpenBao did not stop on SIGSTOP")
 
     def resume(self) -> None:
         if self._proc is not None:
