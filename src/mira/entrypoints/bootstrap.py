@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from dependency_injector import providers
 
+from mira.adapters.config_file import ConfigSnapshot, read_config_file
 from mira.adapters.structlog_logging import configure_logging
-from mira.adapters.watchdog_config import ConfigSnapshot, read_config_file
 from mira.container import Container
 from mira.domain.config.loading import load_settings
 from mira.domain.config.model import Settings

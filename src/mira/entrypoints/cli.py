@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mira.adapters.watchdog_config import read_config_file
+from mira.adapters.config_file import read_config_file
 from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES, load_settings
 from mira.domain.config.masking import masked_dict
 from mira.domain.config.model import Settings
