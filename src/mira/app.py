@@ -6,6 +6,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mira.adapters.signals import catch_early_signals
+
+if __name__ == "__main__":
+    catch_early_signals()  # `python -m mira.app`: before the imports below
+
 from mira.container import Container
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
 from mira.entrypoints.web import run as run_until_stopped

@@ -11,24 +11,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
 
-from mira.adapters.signals import StopSignals
+from mira.adapters.signals import StopSignals, catch_early_signals, take_early_signals
 
-# Run as a program, catch stop signals before the ~0.4 s of imports below, so a SIGTERM that
-# arrives that early still ends in a clean exit instead of the default handler's.
-_EARLY: tuple[StopSignals, Callable[[], None]] | None = None
 if __name__ == "__main__":
-    _relay = StopSignals()
-    _EARLY = (_relay, _relay.install())
+    catch_early_signals()  # before the imports below: a SIGTERM then still ends cleanly
 
-import structlog  # noqa: E402
+import structlog
 
-from mira.adapters.structlog_logging import flush_logs  # noqa: E402
-from mira.container import Container  # noqa: E402
-from mira.entrypoints.bootstrap import BootstrapError, bootstrap, fail  # noqa: E402
-from mira.service_layer.config_reload import Snapshot  # noqa: E402
-from mira.service_layer.runtime import Runtime, StartupError  # noqa: E402
+from mira.adapters.structlog_logging import flush_logs
+from mira.container import Container
+from mira.entrypoints.bootstrap import BootstrapError, bootstrap, fail
+from mira.service_layer.config_reload import Snapshot
+from mira.service_layer.runtime import Runtime, StartupError
 
 log = structlog.get_logger("mira.main")
 
@@ -44,8 +39,9 @@ def hard_exit(code: int) -> None:
 
 def serve(path: str, container: Container | None = None) -> int:
     """Bootstrap from `path` and run until stopped; returns the exit code."""
-    if _EARLY is not None:
-        relay, restore = _EARLY
+    early = take_early_signals()
+    if early is not None:
+        relay, restore = early
     else:
         relay = StopSignals()
         restore = relay.install()  # first, so a signal during bootstrap is not lost
