@@ -7,6 +7,7 @@ import json
 import threading
 
 import pytest
+import structlog
 
 from mira.domain import commands as cmd
 from mira.domain import events as ev
@@ -108,3 +109,22 @@ def test_other_threads_see_a_new_state_only_after_its_effects_ran() -> None:
     assert seen_on_bus == [1]  # handlers work with the state they are applying
     assert seen_elsewhere == [0]  # a reader (an HTTP thread) does not see it half-applied
     assert bus.state.config_generation == 1
+
+
+def test_a_command_handled_inline_by_a_handler_keeps_the_outer_context() -> None:
+    bus = MessageBus(RecordingJournal())
+    seen: list[tuple[str, str]] = []
+
+    def effect(event: ev.ConfigLoaded) -> None:
+        bus.handle(cmd.MarkReady(correlation_id="inner", at=2.0))
+        reader = threading.Thread(target=lambda: seen.append(("reader", bus.state.phase.value)))
+        reader.start()
+        reader.join()
+        seen.append(("handler", bus.state.phase.value))
+        seen.append(("id", str(structlog.contextvars.get_contextvars().get("correlation_id"))))
+
+    bus.subscribe(ev.ConfigLoaded, effect)
+    bus.process_inline(apply({}))
+    # the inner command did not publish early, nor took the outer command's id away
+    assert seen == [("reader", "starting"), ("handler", "ready"), ("id", "c")]
+    assert bus.state.phase.value == "ready"

@@ -66,7 +66,7 @@ class MessageBus:
 
     def handle(self, command: Command, timeout: float | None = 10.0) -> list[Event]:
         """Submit and wait for the events (from the bus thread itself: process inline)."""
-        if threading.current_thread() is self._thread:
+        if threading.get_ident() == self._processing:  # from a handler: process inline
             return self._process(command)
         return self.submit(command).result(timeout)
 
@@ -96,6 +96,10 @@ class MessageBus:
                 future.set_exception(exc)
 
     def _process(self, command: Command) -> list[Event]:
+        # A handler may handle() another command inline; that one must not publish the state
+        # or drop the outer command's correlation id before the outer handlers are done.
+        nested = self._processing == threading.get_ident()
+        outer_id = structlog.contextvars.get_contextvars().get("correlation_id")
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=command.correlation_id)
         self._processing = threading.get_ident()
@@ -112,9 +116,12 @@ class MessageBus:
                     self._safely(handler, event)
             return events
         finally:
-            self._published = self._state
-            self._processing = None
             structlog.contextvars.clear_contextvars()
+            if nested:
+                structlog.contextvars.bind_contextvars(correlation_id=outer_id)
+            else:
+                self._published = self._state
+                self._processing = None
 
     def _handlers_for(self, event: Event) -> list[Handler]:
         return [h for cls in type(event).__mro__ for h in self._handlers.get(cls, ())]
