@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +44,22 @@ def poll_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
             return bool(predicate())
         time.sleep(interval)
     return True
+
+
+class Changes:
+    """Records on_change(path) calls from a backend's watch threads."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str) -> None:
+        with self._lock:
+            self.paths.append(path)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.paths)
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from mira.adapters.file_secrets import FileSecretsBackend
 from mira.domain.config.model import FileSecretsSettings
 from mira.domain.ports import SecretNotFound, SecretsBackendUnavailable
-from tests.support import wait_until
+from tests.support import Changes, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,20 +43,6 @@ class KubeletVolume:
                 os.symlink(f"..data/{key}", self.directory / key)
         if old is not None:
             shutil.rmtree(self.directory / old)
-
-
-class Changes:
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, path: str) -> None:
-        with self._lock:
-            self.paths.append(path)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.paths)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.integration.k8s_api_server import (
     kube_api,
     write_kubeconfig,
 )
-from tests.support import wait_until
+from tests.support import Changes, wait_until
 
 __all__ = ["kube_api"]  # the fixture is used by name
 
@@ -55,22 +55,6 @@ def backend(kube_api: FakeKubeApiServer, tmp_path: Path) -> Iterator[KubernetesS
         yield instance
     finally:
         instance.close()
-
-
-class Changes:
-    """Records on_change calls from the watch threads."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, path: str) -> None:
-        with self._lock:
-            self.paths.append(path)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.paths)
 
 
 def test_reads_secret_and_key_in_cluster_with_the_service_account_token(

@@ -132,10 +132,8 @@ class SecretsManager:
             )
             values = {**self._values, **fetched}
             self._values = values
+            # str(ref) is the reference as written: secret://path:key or secret://path
             self._by_text = {str(ref): v for ref, v in values.items()}
-            self._by_text.update(
-                {f"secret://{r.path}:{r.key}": v for r, v in values.items() if r.key}
-            )
         self._on_values([*(v.reveal() for v in values.values()), *self._retired])
 
     def _record(
