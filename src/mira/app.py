@@ -6,13 +6,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mira.adapters.signals import catch_early_signals
+from mira.adapters.signals import StopSignals, catch_early_signals
 
 if __name__ == "__main__":
-    catch_early_signals()  # `python -m mira.app`: before the imports below
+    _EARLY = catch_early_signals()  # `python -m mira.app`: before the imports below
 
 from mira.container import Container
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
+from mira.entrypoints.web import exit_now
 from mira.entrypoints.web import run as run_until_stopped
 from mira.service_layer.config_reload import ConfigReloader
 from mira.service_layer.runtime import Runtime
@@ -66,6 +67,7 @@ class MiraApplication:
             return 0
         code = self._runtime.stop(timeout=timeout)
         self._runtime.close()
+        self.container.shutdown_resources()
         return code
 
     def run(self) -> int:
@@ -73,7 +75,8 @@ class MiraApplication:
 
         A second signal during the drain exits the process at once (128 + signal number).
         """
-        return run_until_stopped(self.runtime, self._boot.snapshot)
+        hard_exit = exit_now(self.container.logging().flush)
+        return run_until_stopped(self.runtime, self._boot.snapshot, hard_exit=hard_exit)
 
     def add_shutdown_hook(
         self, name: str, fn: Callable[[], Any], order: int = 100, timeout: float | None = None
@@ -86,14 +89,14 @@ class MiraApplication:
         return self.runtime.address
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, relay: StopSignals | None = None) -> int:
     """`python -m mira.app config.json`: the same as `python -m mira.entrypoints.web`."""
     from mira.entrypoints.web import main as web_main
 
-    return web_main(argv)
+    return web_main(argv, relay=relay)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(relay=_EARLY))
 
 __all__ = ["BootstrapError", "MiraApplication"]

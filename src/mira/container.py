@@ -6,16 +6,17 @@ import datetime as dt
 import importlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from dependency_injector import containers, providers
 
-from mira.adapters import structlog_logging
 from mira.adapters.env_secrets import EnvSecretsBackend
 from mira.adapters.flask_web import create_app
+from mira.adapters.log_sink import Redactor
 from mira.adapters.memory_journal import InMemoryJournal
 from mira.adapters.prometheus_metrics import Metrics
+from mira.adapters.structlog_logging import LogPipeline
 from mira.adapters.system_clock import SystemClock, UuidIds
 from mira.domain import events as ev
 from mira.domain.config.model import (
@@ -26,11 +27,14 @@ from mira.domain.config.model import (
 )
 from mira.domain.ports import SecretsBackend
 from mira.service_layer.bus import MessageBus
+from mira.service_layer.config_effects import ConfigEffects
 from mira.service_layer.config_reload import ConfigReloader, ConfigSubscriptions
 from mira.service_layer.integrations import Integrations
 from mira.service_layer.messages import MessageHandlers, default_handlers, plan_handler
 from mira.service_layer.runtime import Runtime
-from mira.service_layer.secrets import SecretsManager
+from mira.service_layer.secret_cache import SecretCache
+from mira.service_layer.secret_fetch import SecretFetcher, SecretStaging
+from mira.service_layer.secrets import SecretCallbacks, SecretsManager
 from mira.service_layer.shutdown import ORDER_INTEGRATIONS, ShutdownHooks
 
 BUILTIN_BACKENDS = ("env", "vault", "kubernetes", "file")
@@ -79,6 +83,7 @@ def _event_metrics(metrics: Metrics) -> Callable[[ev.Event], None]:
         ev.ConfigChanged: "applied",
         ev.ConfigRejected: "rejected",
         ev.ConfigUnchanged: "unchanged",
+        ev.ConfigNeedsRestart: "restart_required",
     }
 
     def observe(event: ev.Event) -> None:
@@ -93,11 +98,18 @@ def _event_metrics(metrics: Metrics) -> Callable[[ev.Event], None]:
     return observe
 
 
-def _bus(journal: InMemoryJournal, metrics: Metrics) -> MessageBus:
+def _logging(settings: Settings, redactor: Redactor, correlation_id: str) -> Iterator[LogPipeline]:
+    pipeline = LogPipeline(redactor=redactor)
+    pipeline.configure(settings.logging, default_correlation_id=correlation_id)
+    yield pipeline
+    pipeline.flush()
+
+
+def _bus(journal: InMemoryJournal, metrics: Metrics) -> Iterator[MessageBus]:
     bus = MessageBus(journal)
     bus.on_state(metrics.observe_state)
 
-    def track_age(event: ev.SecretLoaded | ev.SecretRotated) -> None:
+    def track_age(event: ev.SecretLoaded) -> None:
         name = event.secret
 
         def age() -> float:
@@ -108,26 +120,31 @@ def _bus(journal: InMemoryJournal, metrics: Metrics) -> MessageBus:
         metrics.secret_age.labels(name).set_function(age)
 
     bus.subscribe(ev.SecretLoaded, track_age)
-    return bus
+    bus.start()
+    yield bus
+    bus.stop()
+
+
+def _fetch_metrics(metrics: Metrics) -> Callable[[str, bool], None]:
+    def observe(backend: str, ok: bool) -> None:
+        metrics.secret_refresh.labels(backend, "ok" if ok else "error").inc()
+
+    return observe
 
 
 def _secrets_manager(
-    backend: SecretsBackend, bus: MessageBus, clock: SystemClock, ids: UuidIds, metrics: Metrics
+    fetcher: SecretFetcher,
+    cache: SecretCache,
+    bus: MessageBus,
+    clock: SystemClock,
+    ids: UuidIds,
+    callbacks: SecretCallbacks,
+    metrics: Metrics,
 ) -> SecretsManager:
-    manager = SecretsManager(
-        backend,
-        bus.submit,
-        clock,
-        ids,
-        on_values=structlog_logging.REDACTOR.set_secrets,
-        on_fetch=lambda name, ok: metrics.secret_refresh.labels(
-            name, "ok" if ok else "error"
-        ).inc(),
-    )
+    manager = SecretsManager(fetcher, cache, bus, clock, ids, callbacks)
 
     def token_ttl() -> float:
-        ttl = getattr(manager.backend, "token_ttl_seconds", None)
-        value = ttl() if ttl is not None else None
+        value = manager.backend.token_ttl_seconds()
         return float("nan") if value is None else float(value)
 
     metrics.vault_token_ttl.set_function(token_ttl)
@@ -195,7 +212,7 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def _server(app: Any, settings: Settings, metrics: Metrics) -> Any:
+def _server(app: Any, settings: Settings, metrics: Metrics) -> Iterator[Any]:
     from mira.adapters.cheroot_server import CherootServer
 
     s = settings.server
@@ -203,7 +220,12 @@ def _server(app: Any, settings: Settings, metrics: Metrics) -> Any:
         app, host=s.host, port=s.port, threads=s.threads, request_queue_size=s.request_queue_size
     )
     metrics.in_flight.set_function(lambda: float(server.in_flight))
-    return server
+    yield server
+    server.stop(timeout=1.0)
+
+
+def _log_check(logs: LogPipeline) -> Callable[[Settings], list[str]]:
+    return lambda settings: logs.check(settings.logging)
 
 
 def _integration_checks(integrations: Integrations, settings: Settings) -> dict[str, Any]:
@@ -217,12 +239,16 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Object(Settings())
     config_path = providers.Object("config.json")
     environ = providers.Object(os.environ)
+    boot_id = providers.Object("-")
+    exit_process: providers.Object[Callable[[int], None] | None] = providers.Object(None)
 
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UuidIds)
+    redactor = providers.Singleton(Redactor)
+    logging = providers.Resource(_logging, settings, redactor, boot_id)
     journal = providers.Singleton(InMemoryJournal, maxlen=10_000)
     metrics = providers.Singleton(Metrics)
-    bus = providers.Singleton(_bus, journal, metrics)
+    bus = providers.Resource(_bus, journal, metrics)
 
     secrets_backend = providers.Selector(
         providers.Callable(backend_key, settings),
@@ -232,7 +258,17 @@ class Container(containers.DeclarativeContainer):
         file=providers.Singleton(_file, settings.provided.secrets.file),
         custom=providers.Singleton(load_backend_class, settings.provided.secrets.backend),
     )
-    secrets = providers.Singleton(_secrets_manager, secrets_backend, bus, clock, ids, metrics)
+    secret_callbacks = providers.Singleton(SecretCallbacks)
+    secret_cache = providers.Singleton(SecretCache, on_values=redactor.provided.set_secrets)
+    secret_fetcher = providers.Singleton(
+        SecretFetcher,
+        secrets_backend,
+        providers.Singleton(SecretStaging),
+        on_fetch=providers.Callable(_fetch_metrics, metrics),
+    )
+    secrets = providers.Singleton(
+        _secrets_manager, secret_fetcher, secret_cache, bus, clock, ids, secret_callbacks, metrics
+    )
 
     subscriptions = providers.Singleton(ConfigSubscriptions)
     watcher_factory = providers.Callable(_watcher_factory)
@@ -245,7 +281,15 @@ class Container(containers.DeclarativeContainer):
         environ,
         subscriptions,
         watcher_factory,
-        resolve=secrets.provided.resolve,
+        stage=secrets.provided.stage,
+        backend_name=secrets_backend.provided.name,
+        checks=providers.List(providers.Callable(_log_check, logging)),
+    )
+    config_effects = providers.Singleton(
+        ConfigEffects,
+        reloader,
+        logging.provided.apply,
+        bus.provided.current_state,
     )
 
     message_handlers = providers.Singleton(default_handlers, today=providers.Object(_today))
@@ -267,22 +311,24 @@ class Container(containers.DeclarativeContainer):
         bus,
         metrics,
         message_handlers,
+        logging,
         max_body_bytes=settings.provided.server.max_body_bytes,
         readiness_checks=readiness_checks,
     )
-    server = providers.Factory(_server, web_app, settings, metrics)
+    server = providers.Resource(_server, web_app, settings, metrics)
     runtime = providers.Singleton(
         Runtime,
         bus=bus,
         secrets=secrets,
         reloader=reloader,
         hooks=shutdown_hooks,
+        config_effects=config_effects,
         server_factory=server.provider,
         clock=clock,
         ids=ids,
-        apply_logging=providers.Object(structlog_logging.apply_logging_settings),
         observers=providers.List(providers.Callable(_event_metrics, metrics)),
         startup_tasks=providers.List(integrations.provided.configure),
+        exit_process=exit_process,
         journal=journal,
-        flush_logs=providers.Object(structlog_logging.flush_logs),
+        flush_logs=logging.provided.flush,
     )

@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -54,8 +54,11 @@ class SlowStartServer:
         return getattr(self._inner, name)
 
 
-def _slow_start(make_server: Callable[[], Any], before: float, after: float) -> Any:
-    return SlowStartServer(make_server(), before, after)
+def _slow_start(real: Callable[..., Any], *args: Any) -> Iterator[Any]:
+    """The container's own server resource (a context manager factory), wrapped."""
+    *server_args, before, after = args
+    with real(*server_args) as inner:
+        yield SlowStartServer(inner, before, after)
 
 
 def build(config_path: str, environ: Mapping[str, str]) -> MiraApplication:
@@ -64,10 +67,10 @@ def build(config_path: str, environ: Mapping[str, str]) -> MiraApplication:
     before = float(environ.get("SLOW_APP_BIND_DELAY", "0"))
     after = float(environ.get("SLOW_APP_AFTER_BIND_DELAY", "0"))
     if before or after:
-        real = providers.Factory(
-            container.server.provides, *container.server.args, **container.server.kwargs
+        server = container.server
+        container.server.override(
+            providers.Resource(_slow_start, server.provides, *server.args, before, after)
         )
-        container.server.override(providers.Factory(_slow_start, real.provider, before, after))
     app = MiraApplication(config_path, container=container)
     if environ.get("SLOW_APP_HANG_HOOK") == "1":
         app.add_shutdown_hook("hangs-forever", threading.Event().wait, order=15)

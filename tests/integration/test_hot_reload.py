@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 
-from mira.adapters.structlog_logging import flush_logs
 from mira.adapters.watchdog_config import ConfigWatcher
 from mira.app import MiraApplication
 from mira.container import Container
@@ -145,7 +144,7 @@ class HotApp:
         return status, json.loads(body)
 
     def log_lines(self, message: str) -> list[dict[str, Any]]:
-        flush_logs()  # lines are queued for up to 50 ms; this process owns the queue
+        self.app.container.logging().flush()  # lines are queued for up to 50 ms
         lines = [json.loads(x) for x in self.log_file.read_text().splitlines() if x.strip()]
         return [x for x in lines if x.get("message") == message]
 
@@ -495,22 +494,31 @@ def test_logging_level_format_and_file_change_live(
     assert any(x["message"] == "Configuration reloaded successfully" for x in file_lines)
 
 
-def test_a_log_file_that_cannot_open_is_an_error_and_the_rest_still_applies(
+def test_a_log_file_that_cannot_open_rejects_the_reload_naming_the_path(
     service: Callable[..., ServiceProcess],
 ) -> None:
     svc = service(base_config(0))
     config = svc_config(svc, 1, logging={"file": "/dev/null/mira.log"})
     atomic_save(svc.config_path, json.dumps(config))
-    wait_generation(svc, 2)
-    wait_until(lambda: svc.find("Could not apply the new configuration"), DEADLINE, message="error")
-    (error,) = svc.find("Could not apply the new configuration")
-    assert error["level"] == "ERROR" and error["area"] == "logging"
-    assert "/dev/null/mira.log" in error["exception"]
-    wait_until(lambda: svc.find("Configuration reloaded successfully"), DEADLINE, message="ok")
-    (ok,) = svc.find("Configuration reloaded successfully")  # still on stdout
-    assert ok["failed_effects"] == ["logging"]
-    assert "integrations.jira.max_retries" in ok["changed_keys"]
+    wait_until(lambda: svc.find("ConfigRejected"), DEADLINE, message="ConfigRejected")
+    (rejected,) = svc.find("Configuration rejected; keeping the last good configuration")
+    assert any("/dev/null/mira.log" in r and "logging.file" in r for r in rejected["reasons"])
+    assert ready_config(svc)["generation"] == 1  # nothing of it applied
     assert svc.post("/api/v1/messages", PLAN)[0] == 200
+    atomic_save(svc.config_path, json.dumps(svc_config(svc, 2)))
+    wait_generation(svc, 2)  # a good edit after it applies as usual, logs still on stdout
+    wait_until(lambda: svc.find("Configuration reloaded successfully"), DEADLINE, message="ok")
+
+
+def test_a_log_file_on_a_full_device_rejects_the_reload_and_the_old_sink_stays(
+    service: Callable[..., ServiceProcess],
+) -> None:
+    svc = service(base_config(0))
+    atomic_save(svc.config_path, json.dumps(svc_config(svc, 1, logging={"file": "/dev/full"})))
+    wait_until(lambda: svc.find("ConfigRejected"), DEADLINE, message="ConfigRejected")
+    (rejected,) = svc.find("Configuration rejected; keeping the last good configuration")
+    assert any("/dev/full" in r for r in rejected["reasons"])
+    assert ready_config(svc)["generation"] == 1
 
 
 def test_a_restart_required_change_is_announced_and_applied_to_nothing(
@@ -519,9 +527,10 @@ def test_a_restart_required_change_is_announced_and_applied_to_nothing(
     svc = service(base_config(0))
     moved = base_config(0, server={"port": free_port(), "host": "127.0.0.1"})
     atomic_save(svc.config_path, json.dumps(moved))
-    wait_until(lambda: svc.find("ConfigChanged"), DEADLINE, message="ConfigChanged")
-    (event,) = svc.find("ConfigChanged")
+    wait_until(lambda: svc.find("ConfigNeedsRestart"), DEADLINE, message="ConfigNeedsRestart")
+    (event,) = svc.find("ConfigNeedsRestart")
     assert event["restart_required"] == ["server.port"]
+    assert ready_config(svc)["generation"] == 1  # not applied: the generation stays
     (warning,) = [x for x in svc.lines() if x["level"] == "WARNING"]
     assert "restart required" in warning["message"] and warning["restart_required"] == [
         "server.port"

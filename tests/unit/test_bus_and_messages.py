@@ -11,6 +11,7 @@ import structlog
 
 from mira.domain import commands as cmd
 from mira.domain import events as ev
+from mira.domain.config.loading import load_settings
 from mira.domain.messages import InvalidMessage, UnknownMessageType
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.messages import default_handlers
@@ -18,7 +19,8 @@ from mira.testing import RecordingJournal
 
 
 def apply(data: object) -> cmd.ApplyConfig:
-    return cmd.ApplyConfig(correlation_id="c", at=1.0, source="c.json", text=json.dumps(data))
+    parsed = load_settings(json.dumps(data), "c.json", {})
+    return cmd.ApplyConfig(correlation_id="c", at=1.0, source="c.json", parsed=parsed)
 
 
 def test_events_are_journaled_before_handlers_run_and_state_is_updated() -> None:

@@ -10,17 +10,20 @@ import pytest
 from structlog.testing import capture_logs
 
 from mira.domain import events as ev
-from mira.domain.commands import ApplyConfig
+from mira.domain.commands import ApplyConfig, SecretFailure, SecretFetch
 from mira.domain.config.loading import load_settings
 from mira.domain.config.model import LoggingSettings, ReloadSettings, Settings
 from mira.domain.secret_value import MASK
 from mira.service_layer.bus import MessageBus
+from mira.service_layer.config_effects import ConfigEffects
 from mira.service_layer.config_reload import (
     MAX_POLL_INTERVAL,
     ConfigReloader,
     ConfigSubscriptions,
 )
 from mira.service_layer.runtime import Runtime
+from mira.service_layer.secret_cache import SecretCache
+from mira.service_layer.secret_fetch import SecretFetcher, SecretStaging
 from mira.service_layer.secrets import SecretsManager
 from mira.service_layer.shutdown import ShutdownHooks
 from mira.testing import FakeClock, InMemorySecretsBackend, RecordingJournal, SequentialIds
@@ -60,7 +63,7 @@ class Snap:
 class Harness:
     """A reloader with fake watcher, clock and ids; submitted commands are recorded."""
 
-    def __init__(self, environ: dict[str, str] | None = None, resolve: Any = None) -> None:
+    def __init__(self, environ: dict[str, str] | None = None, stage: Any = None) -> None:
         self.watchers: list[FakeWatcher] = []
         self.commands: list[ApplyConfig] = []
         self.subscriptions = ConfigSubscriptions()
@@ -72,7 +75,7 @@ class Harness:
             environ or {},
             self.subscriptions,
             self._factory,
-            resolve=resolve,
+            stage=stage,
         )
         self.result: Future[list[ev.Event]] = Future()
 
@@ -148,55 +151,66 @@ def test_bad_subscriptions_are_refused_with_a_clear_error() -> None:
 
 
 # -- the reloader ----------------------------------------------------------------------------
-def test_a_snapshot_becomes_one_apply_config_with_the_environment() -> None:
+def test_a_snapshot_is_parsed_once_into_one_apply_config_with_the_environment() -> None:
     h = Harness(environ={"MIRA_LOG_LEVEL": "DEBUG"})
-    h.reloader.on_snapshot(Snap('{"logging": {"level": "ERROR"}}'))
+    h.reloader.on_snapshot(Snap('{"logging": {"level": "ERROR", "json_format": false}}'))
     (command,) = h.commands
-    assert command.text == '{"logging": {"level": "ERROR"}}' and command.read_error is None
-    assert command.environ == {"MIRA_LOG_LEVEL": "DEBUG"} and command.correlation_id == "id-1"
+    assert command.parsed.settings is not None and command.correlation_id == "id-1"
+    assert command.parsed.settings.logging.level == "DEBUG"  # the environment on top
+    assert command.parsed.settings.logging.json_format is False
+
+
+GH_REF = json.dumps({"integrations": {"github": {"token": "secret://gh:token"}}})
 
 
 def test_unresolvable_secret_references_travel_with_the_command() -> None:
-    h = Harness(resolve=lambda s: [("secret://gh:token", "secret gh does not exist")])
-    text = json.dumps({"integrations": {"github": {"token": "secret://gh:token"}}})
-    command = h.reloader.command_for(Snap(text))
-    assert command.unresolved == (("secret://gh:token", "secret gh does not exist"),)
+    failure = SecretFailure("gh", "secret gh does not exist", 4, ("secret://gh:token",))
+    h = Harness(stage=lambda s: ((), (failure,)))
+    command = h.reloader.command_for(Snap(GH_REF))
+    assert command.failures == (failure,) and command.fetches == ()
 
 
-def test_references_are_resolved_however_they_are_spelled_and_only_when_present() -> None:
+def test_staged_reads_travel_with_the_command_and_no_value_does() -> None:
+    fetch = SecretFetch("gh", "fp-1", "7", 3)
+    h = Harness(stage=lambda s: ((fetch,), ()))
+    command = h.reloader.command_for(Snap(GH_REF))
+    assert command.fetches == (fetch,)
+
+
+def test_references_are_staged_however_they_are_spelled_and_only_when_present() -> None:
     asked: list[Settings] = []
 
-    def resolve(settings: Settings) -> list[tuple[str, str]]:
+    def stage(settings: Settings) -> tuple[tuple[SecretFetch, ...], tuple[SecretFailure, ...]]:
         asked.append(settings)
-        return []
+        return (), ()
 
-    h = Harness(resolve=resolve)
+    h = Harness(stage=stage)
     h.reloader.command_for(Snap(r'{"integrations": {"jira": {"api_token": "secret:\/\/j:t"}}}'))
     h.reloader.command_for(Snap(r'{"integrations": {"jira": {"url": "\u0073ecret://j:t"}}}'))
     assert len(asked) == 2
-    plain = Harness(resolve=resolve)
+    plain = Harness(stage=stage)
     plain.reloader.command_for(Snap('{"logging": {"level": "ERROR"}}'))
-    assert len(asked) == 2  # nothing can be a reference: no parse, no backend call
-    env_only = Harness(environ={"GITHUB_TOKEN": "secret://env-gh:token"}, resolve=resolve)
+    assert len(asked) == 2  # nothing can be a reference: no backend call
+    env_only = Harness(environ={"GITHUB_TOKEN": "secret://env-gh:token"}, stage=stage)
     env_only.reloader.command_for(Snap("{}"))
     assert asked[-1].integrations.github.token == "secret://env-gh:token"
 
 
-def test_a_crashing_resolver_becomes_a_reason_not_a_lost_change() -> None:
-    def explode(s: Settings) -> list[tuple[str, str]]:
+def test_a_crashing_stager_becomes_a_reason_not_a_lost_change() -> None:
+    def explode(s: Settings) -> Any:
         raise ConnectionError("backend gone")
 
-    h = Harness(resolve=explode)
+    h = Harness(stage=explode)
     with capture_logs():
         h.reloader.on_snapshot(Snap('{"integrations": {"jira": {"api_token": "secret://j:t"}}}'))
     (command,) = h.commands
-    assert command.unresolved == (("secret references", "could not be resolved: ConnectionError"),)
+    assert [f.reason for f in command.failures] == ["could not be resolved: ConnectionError"]
 
 
 def test_an_unreadable_file_is_submitted_with_its_reason() -> None:
-    h = Harness(resolve=lambda s: pytest.fail("nothing to resolve"))
+    h = Harness(stage=lambda s: pytest.fail("nothing to stage"))
     h.reloader.on_snapshot(Snap(None, error="permission denied reading config file 'c'"))
-    assert h.commands[0].read_error == "permission denied reading config file 'c'"
+    assert h.commands[0].parsed.errors == ("permission denied reading config file 'c'",)
 
 
 def test_a_bus_that_refuses_the_command_is_logged() -> None:
@@ -244,22 +258,24 @@ class RuntimeHarness:
     """A Runtime on an inline bus: ApplyConfig commands run the real effect handlers."""
 
     def __init__(self, initial: dict[str, Any], fail_logging: bool = False) -> None:
-        self.h = Harness()
         self.logging: list[LoggingSettings] = []
         self.fail_logging = fail_logging
         self.journal = RecordingJournal()
         self.bus = MessageBus(self.journal)
-        backend = InMemorySecretsBackend()
-        secrets = SecretsManager(backend, self.bus.submit, FakeClock(), SequentialIds("s"))
+        fetcher = SecretFetcher(InMemorySecretsBackend(), SecretStaging())
+        secrets = SecretsManager(fetcher, SecretCache(), self.bus, FakeClock(), SequentialIds())
+        self.h = Harness(stage=secrets.stage)
         self.runtime = Runtime(
             bus=self.bus,
             secrets=secrets,
             reloader=self.h.reloader,
             hooks=ShutdownHooks(),
+            config_effects=ConfigEffects(
+                self.h.reloader, self._apply_logging, self.bus.current_state
+            ),
             server_factory=lambda: pytest.fail("no server in unit tests"),
             clock=FakeClock(),
             ids=SequentialIds("r"),
-            apply_logging=self._apply_logging,
         )
         self.apply(initial)
         self.h.reloader.start(settings(initial).config)
@@ -293,7 +309,8 @@ def test_restart_required_keys_are_warned_about_and_applied_to_nothing() -> None
     rt.h.reloader.subscribe("server", seen.append)
     with capture_logs() as logs:
         (event,) = rt.apply({"server": {"port": 9000}})
-    assert isinstance(event, ev.ConfigChanged) and event.restart_required == ("server.port",)
+    assert isinstance(event, ev.ConfigNeedsRestart) and event.restart_required == ("server.port",)
+    assert rt.bus.state.config_generation == 1
     warning = [x for x in logs if x["log_level"] == "warning"]
     assert "restart required" in warning[0]["event"]
     assert warning[0]["restart_required"] == ["server.port"]

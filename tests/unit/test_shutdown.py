@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +13,15 @@ from structlog.testing import capture_logs
 
 from mira.adapters.signals import StopSignals
 from mira.domain import commands as cmd
+from mira.domain import events as ev
 from mira.domain.config.loading import load_settings
 from mira.domain.config.model import ShutdownSettings
-from mira.domain.events import DrainStarted
-from mira.service_layer.shutdown import ShutdownCoordinator, ShutdownHooks, forced_exit_code
-from mira.testing import FakeClock
+from mira.domain.lifecycle import forced_exit_code
+from mira.service_layer.bus import MessageBus
+from mira.service_layer.shutdown import ShutdownEffects, ShutdownHooks
+from mira.testing import FakeClock, RecordingJournal
+
+META: dict[str, Any] = {"correlation_id": "c", "at": 1000.0}
 
 
 @dataclass
@@ -77,33 +81,38 @@ def fake_runner(clock: FakeClock) -> Callable[[Callable[[], Any], float, str], s
 
 
 class Harness:
+    """The real decider and ShutdownEffects on an inline bus: no threads, fake time."""
+
     def __init__(self, settings: ShutdownSettings | None = None, abandoned: int = 0) -> None:
         self.clock = FakeClock()
-        self.server = FakeServer(self.clock, abandoned=abandoned)
+        self.server: FakeServer | None = FakeServer(self.clock, abandoned=abandoned)
         self.hooks = ShutdownHooks()
+        self.journal = RecordingJournal()
+        self.bus = MessageBus(self.journal)
         self.commands: list[cmd.Command] = []
+        self.steps: list[Callable[[], None]] = []
         self.ran: list[str] = []
-        self.exit_codes: list[int] = []
         self.settings = settings or ShutdownSettings()
-        self.coordinator = ShutdownCoordinator(
-            self._submit,
+        self.effects = ShutdownEffects(
+            self.commands.append,
             self.clock,
             self.hooks,
-            settings=lambda: self.settings,
-            on_done=self.exit_codes.append,
             run_hook=fake_runner(self.clock),
             sleep=self._sleep,
+            spawn=lambda name, step: self.steps.append(step),
         )
-        self.coordinator.server = self.server
-        self.coordinator.startup_finished.set()
-
-    def _submit(self, command: cmd.Command) -> Future[list[Any]]:
-        self.commands.append(command)
-        done: Future[list[Any]] = Future()
-        done.set_result([])
-        return done
+        self.effects.server = self.server
+        self.bus.subscribe(ev.DrainStarted, self.effects.on_drain_started)
+        self.bus.subscribe(ev.ListenerClosing, self.effects.on_listener_closing)
+        self.bus.subscribe(ev.HooksStarted, self.effects.on_hooks_started)
+        text = json.dumps({"shutdown": dataclasses.asdict(self.settings)})
+        parsed = load_settings(text, "config.json", {})
+        assert parsed.settings is not None, parsed.errors
+        self.bus.process_inline(cmd.ApplyConfig(source="c", parsed=parsed, **META))
+        self.bus.process_inline(cmd.MarkReady(**META))
 
     def _sleep(self, seconds: float) -> None:
+        assert self.server is not None
         self.server.calls.append(f"sleep({seconds:g})")
         self.clock.advance(seconds)
 
@@ -112,21 +121,32 @@ class Harness:
         self.hooks.add(name, FakeHook(self.ran, name, **behaviour), order=order, timeout=timeout)
 
     def run(self) -> None:
-        s = self.settings
-        event = DrainStarted(
-            correlation_id="c", at=0.0, drain_delay=s.drain_delay, timeout=s.timeout
-        )
-        self.coordinator.run(event)
+        """SIGTERM, then every step and report until nothing is left to do."""
+        self.commands.append(cmd.RequestShutdown(signal="SIGTERM", **META))
+        while self.commands or self.steps:
+            while self.commands:
+                command = self.commands.pop(0)
+                at = {"at": 1000.0 + self.clock.monotonic()}
+                self.bus.process_inline(dataclasses.replace(command, **at))
+            if self.steps:
+                self.steps.pop(0)()
+
+    def events(self) -> list[str]:
+        return [type(e).__name__ for e in self.journal.events]
 
     def failures(self) -> list[tuple[str, str]]:
-        return [(c.hook, c.reason) for c in self.commands if isinstance(c, cmd.RecordHookFailure)]
+        return [(e.hook, e.reason) for e in self.journal.events if isinstance(e, ev.HookFailed)]
 
-    def stopped(self) -> cmd.RecordStopped:
-        return next(c for c in self.commands if isinstance(c, cmd.RecordStopped))
+    def stopped(self) -> ev.Stopped:
+        return next(e for e in self.journal.events if isinstance(e, ev.Stopped))
+
+    @property
+    def exit_codes(self) -> list[int]:
+        return [e.exit_code for e in self.journal.events if isinstance(e, ev.Stopped)]
 
 
 def test_drains_then_runs_hooks_in_order_and_exits_0() -> None:
-    h = Harness(ShutdownSettings(drain_delay=5))
+    h = Harness(ShutdownSettings(drain_delay=5, grace_period=40))
     h.hook("log-flush", 50)
     h.hook("integrations", 10)
     h.hook("config-watcher", 30)
@@ -134,7 +154,8 @@ def test_drains_then_runs_hooks_in_order_and_exits_0() -> None:
     h.hook("app-b", 100)
     h.hook("secrets-refresher", 20)
     h.run()
-    assert h.server.calls == [
+    assert h.server is not None and h.server.calls == [
+        "start_draining",
         "sleep(5)",
         "start_draining",
         "close_listener",
@@ -149,10 +170,14 @@ def test_drains_then_runs_hooks_in_order_and_exits_0() -> None:
         "app-a",
         "app-b",
     ]
-    assert [type(c).__name__ for c in h.commands] == [
-        "RecordListenerClosed",
-        "RecordDrainResult",
-        "RecordStopped",
+    assert h.events()[-7:] == [
+        "ShutdownRequested",
+        "DrainStarted",
+        "ListenerClosing",
+        "ListenerClosed",
+        "Drained",
+        "HooksStarted",
+        "Stopped",
     ]
     durations = dict(h.stopped().phase_durations)
     assert durations == {
@@ -225,8 +250,9 @@ def test_deadline_with_requests_still_running_exits_1_and_logs_the_count() -> No
     h.hook("cleanup", 10)
     with capture_logs() as logs:
         h.run()
-    drain = next(c for c in h.commands if isinstance(c, cmd.RecordDrainResult))
+    drain = next(e for e in h.journal.events if isinstance(e, ev.DrainTimedOut))
     assert (drain.abandoned, drain.duration) == (3, 4.0)
+    assert h.server is not None
     assert h.server.calls[-1] == "stop(0.1)", "stuck workers must not eat the hooks budget"
     assert h.ran == ["cleanup"]
     deadline = [x for x in logs if x["event"].startswith("Shutdown deadline reached")]
@@ -235,12 +261,12 @@ def test_deadline_with_requests_still_running_exits_1_and_logs_the_count() -> No
 
 
 def test_signal_before_the_server_exists_runs_only_the_hooks() -> None:
-    h = Harness(ShutdownSettings(drain_delay=5))
-    h.coordinator.server = None
+    h = Harness(ShutdownSettings(drain_delay=5, grace_period=40))
+    h.server = h.effects.server = None
     h.hook("cleanup", 10)
     h.run()
-    assert h.server.calls == [] and h.ran == ["cleanup"]
-    assert [type(c).__name__ for c in h.commands] == ["RecordStopped"]
+    assert h.ran == ["cleanup"]
+    assert dict(h.stopped().phase_durations)["drain_delay"] == 0.0
     assert h.exit_codes == [0]
 
 

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
 from mira.adapters.prometheus_metrics import Metrics
-from mira.adapters.structlog_logging import REDACTOR, current_correlation_id
+from mira.adapters.structlog_logging import LogPipeline
 from mira.adapters.wsgi_context import RequestContext
 from mira.domain.messages import MessageError
 from mira.domain.readiness import readiness
@@ -40,23 +40,23 @@ class _Request(Request):
         self.environ["mira.route"] = rule.rule if rule is not None else None
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    data = REDACTOR(json.dumps(body, default=str, separators=(",", ":")).encode())
-    return Response(data, status=status, mimetype="application/json")
-
-
-def _error(status: int, message: str, **extra: Any) -> Response:
-    body = {"status": "error", "error": message, "correlation_id": current_correlation_id()}
-    return json_response({**body, **extra}, status)
-
-
 def create_app(
     bus: MessageBus,
     metrics: Metrics,
     handlers: MessageHandlers,
+    logs: LogPipeline,
     max_body_bytes: int = 1048576,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
 ) -> Flask:
+    def json_response(body: Any, status: int = 200) -> Response:
+        data = logs.redactor(json.dumps(body, default=str, separators=(",", ":")).encode())
+        return Response(data, status=status, mimetype="application/json")
+
+    def _error(status: int, message: str, **extra: Any) -> Response:
+        cid = logs.current_correlation_id()
+        body = {"status": "error", "error": message, "correlation_id": cid}
+        return json_response({**body, **extra}, status)
+
     app = Flask("mira")
     app.request_class = _Request
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -122,5 +122,7 @@ def create_app(
         log.exception("Unhandled error while handling request", path=request.path)
         return _error(500, "internal server error")
 
-    app.wsgi_app = RequestContext(app.wsgi_app, metrics)  # type: ignore[method-assign]
+    app.wsgi_app = RequestContext(  # type: ignore[method-assign]
+        app.wsgi_app, metrics, logs.write_line
+    )
     return app

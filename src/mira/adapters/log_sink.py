@@ -1,4 +1,5 @@
-"""Where log lines go: a queued, logrotate-aware sink and the secret-masking redactor."""
+"""Where log lines go: a queued, logrotate-aware sink that survives a full disk, and the
+secret-masking redactor."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ class LogSink:
     access line took 8 % of throughput written inline). A flusher thread writes the queue every
     FLUSH_EVERY seconds (or sooner when it grows); WARNING and above, start-up, shutdown and
     exit flush at once, so an error is never held back.
+
+    A write that fails (a full disk, /dev/full) never raises into the thread that logged: the
+    failure is counted, reported once on stderr, the lines are dropped and counted, and the
+    next flush tries again; the first line written after recovery says how many were lost.
     """
 
     CHECK_EVERY = 1.0
@@ -35,36 +40,36 @@ class LogSink:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._path: str | None = None
-        self._fd = sys.stdout.fileno() if hasattr(sys.stdout, "fileno") else 1
+        self._fd = _stdout_fd()
         self._own_fd = False
         self._next_check = 0.0
         self._pending: deque[bytes] = deque()
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         self._pid = os.getpid()
+        self.write_errors = 0
+        self.dropped_lines = 0
+        self._dropped_since_ok = 0
+        self._failing: str | None = None
 
     @property
     def path(self) -> str | None:
         return self._path
 
     def open(self, path: str | None) -> None:
-        """Switch to `path` (None: stdout). Raises OSError naming the path if it cannot open."""
+        """Switch to `path` (None: stdout) after writing what is queued to the old one.
+        Raises OSError naming the path if it cannot open."""
         with self._lock:
             self.flush()
-            new_fd = self._open_file(path) if path else sys.stdout.fileno()
-            old_fd, own = self._fd, self._own_fd
-            self._fd, self._own_fd, self._path = new_fd, bool(path), path
-            if own and old_fd != new_fd:
-                os.close(old_fd)
+            self._switch(path)
 
-    @staticmethod
-    def _open_file(path: str) -> int:
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot open log file {path}: {exc.strerror}") from None
+    def _switch(self, path: str | None) -> None:
+        new_fd = open_log_file(path) if path else _stdout_fd()
+        old_fd, own = self._fd, self._own_fd
+        self._fd, self._own_fd, self._path = new_fd, bool(path), path
+        if own and old_fd != new_fd:
+            with contextlib.suppress(OSError):
+                os.close(old_fd)
 
     def _reopen_if_moved(self) -> None:
         now = time.monotonic()
@@ -78,9 +83,9 @@ class LogSink:
         except OSError:
             moved = True
         if moved:
-            # On failure keep writing to the old descriptor rather than lose lines.
+            # The pending lines belong in the new file; on failure keep the old descriptor.
             with contextlib.suppress(OSError):
-                self.open(self._path)
+                self._switch(self._path)
 
     def write(self, line: bytes, urgent: bool = False) -> None:
         """Queue a line; `urgent` (or no flusher thread running) writes it now."""
@@ -91,7 +96,7 @@ class LogSink:
             self._wake.set()
 
     def flush(self) -> None:
-        """Write every queued line, in order."""
+        """Write every queued line, in order; never raises."""
         with self._lock:
             if not self._pending:
                 return
@@ -101,10 +106,34 @@ class LogSink:
             with contextlib.suppress(IndexError):
                 while True:
                     lines.append(self._pending.popleft())
-            view = memoryview(b"".join(lines))
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            if self._dropped_since_ok:
+                lines.insert(0, _dropped_line(self._dropped_since_ok))
+            try:
+                self._write_all(b"".join(lines))
+            except OSError as exc:
+                self._failed(exc, len(lines))
+                return
+            if self._failing is not None:
+                _stderr(f"mira: log writes to {self._failing} work again\n")
+            self._failing, self._dropped_since_ok = None, 0
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def _failed(self, exc: OSError, lines: int) -> None:
+        dropped = lines - (1 if self._dropped_since_ok else 0)
+        self.write_errors += 1
+        self.dropped_lines += dropped
+        self._dropped_since_ok += dropped
+        if self._failing is None:
+            self._failing = self._path or "stdout"
+            _stderr(
+                f"mira: cannot write the log to {self._failing}: {exc.strerror or exc}; "
+                "dropping lines (counted in mira_log_lines_dropped_total) until writes work\n"
+            )
 
     def start_flusher(self) -> None:
         """Start buffering (idempotent); until then every line is written at once."""
@@ -122,17 +151,47 @@ class LogSink:
         while True:
             self._wake.wait(self.FLUSH_EVERY)
             self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # never die: a full disk must not stop the service
-                self._pending.clear()
-
-    def close(self) -> None:
-        with self._lock:
             self.flush()
-            if self._own_fd:
-                os.close(self._fd)
-            self._fd, self._own_fd, self._path = sys.stdout.fileno(), False, None
+
+    def fsync(self) -> None:
+        """Ask the OS to persist a log file (after a flush)."""
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+
+
+def open_log_file(path: str) -> int:
+    """Open (creating the directory) for appending; OSError names the path."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot open log file {path}: {exc.strerror}") from None
+
+
+def _stdout_fd() -> int:
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return 1
+
+
+def _stderr(text: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode())
+
+
+def _dropped_line(count: int) -> bytes:
+    return orjson.dumps(
+        {
+            "level": "ERROR",
+            "logger": "mira.logging",
+            "message": "Log lines dropped",
+            "dropped": count,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
 
 
 class Redactor:

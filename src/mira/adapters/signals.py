@@ -20,6 +20,8 @@ class StopSignals:
     def __init__(self) -> None:
         self._target: Callable[[str], None] | None = None
         self._pending: list[str] = []
+        #: restores the handlers that were installed before (set by install's callers)
+        self.restore: Callable[[], None] = lambda: None
 
     def handle(self, signal_name: str) -> None:
         target = self._target
@@ -53,28 +55,10 @@ class StopSignals:
         return restore
 
 
-_EARLY: tuple[StopSignals, Callable[[], None]] | None = None
-
-
-def catch_early_signals() -> None:
+def catch_early_signals() -> StopSignals:
     """Program entry points call this before their heavy imports, so a stop signal that arrives
-    during the ~0.4 s of imports is kept (and replayed) instead of killing the process."""
-    global _EARLY
-    if _EARLY is None:
-        relay = StopSignals()
-        _EARLY = (relay, relay.install())
-
-
-def take_early_signals() -> tuple[StopSignals, Callable[[], None]] | None:
-    """The relay installed by catch_early_signals(), once; None when there is none."""
-    global _EARLY
-    early, _EARLY = _EARLY, None
-    return early
-
-
-def install_stop_signals(request_shutdown: Callable[[str], None]) -> Callable[[], None]:
-    """Route stop signals to `request_shutdown(signal_name)`; return a function restoring the old
-    handlers. Only the main thread may install handlers; elsewhere this is a no-op."""
+    during the ~0.4 s of imports is kept (and replayed once attached) instead of killing the
+    process. The relay is the one place a stop signal waits until the runtime can take it."""
     relay = StopSignals()
-    relay.attach(request_shutdown)
-    return relay.install()
+    relay.restore = relay.install()
+    return relay

@@ -1,8 +1,11 @@
-"""Structured logging with structlog: JSON lines (orjson) or console, live-reconfigurable."""
+"""Structured logging with structlog: JSON lines (orjson) or console, live-reconfigurable.
+
+`LogPipeline` is built once by the container (a Resource): it owns the sink, the redactor and
+the live level, and configures structlog (which is process-wide by nature) to write through it.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -14,7 +17,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from mira.adapters.log_sink import LogSink, Redactor
+from mira.adapters.log_sink import LogSink, Redactor, open_log_file
 from mira.domain.config.model import LoggingSettings
 
 LEVELS = {
@@ -40,30 +43,40 @@ FIRST_KEYS = (
 )
 _SKIP_FRAMES = ("structlog", "logging", "mira.adapters.structlog_logging")
 _UTC = dt.UTC
+#: a line with `lifecycle=True` (reloads, rotations, shutdown phases) is written at any level
+LIFECYCLE = "lifecycle"
 
 
-class _State:
-    """Process-wide, mutable logging switches read on every call (cheap attribute reads)."""
+class _Timestamps:
+    """ISO 8601 UTC with microseconds; the date-time part is formatted once per second."""
 
-    threshold = 20
-    json = True
-    default_correlation_id = "-"
+    second = -1
+    prefix = ""
+
+
+def timestamp() -> str:
+    now = time.time()
+    second = int(now)
+    if second != _Timestamps.second:
+        _Timestamps.prefix = dt.datetime.fromtimestamp(second, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _Timestamps.second = second
+    return f"{_Timestamps.prefix}.{int((now - second) * 1_000_000):06d}+00:00"
 
 
 class _NamedSink:
-    """What structlog wraps: carries the logger name; all level methods write the line."""
+    """What structlog wraps: carries the logger name and the pipeline it writes through."""
 
-    __slots__ = ("name", "sink")
+    __slots__ = ("name", "pipeline")
 
-    def __init__(self, name: str, sink: LogSink) -> None:
+    def __init__(self, name: str, pipeline: LogPipeline) -> None:
         self.name = name
-        self.sink = sink
+        self.pipeline = pipeline
 
     def msg(self, line: bytes) -> None:
-        self.sink.write(REDACTOR(line))
+        self.pipeline.emit(line, urgent=False)
 
     def urgent(self, line: bytes) -> None:
-        self.sink.write(REDACTOR(line), urgent=True)
+        self.pipeline.emit(line, urgent=True)
 
     debug = info = log = msg
     warning = warn = error = critical = exception = fatal = urgent
@@ -73,7 +86,8 @@ class MiraLogger(structlog.BoundLoggerBase):
     """A bound logger that drops lines under the live level before any processing."""
 
     def _at(self, level: int, method: str, event: str | None, kw: dict[str, Any]) -> Any:
-        if level < _State.threshold:
+        pipeline = self._logger.pipeline
+        if level < pipeline.threshold and not (pipeline.lifecycle and kw.get(LIFECYCLE)):
             return None
         return self._proxy_to_logger(method, event, **kw)
 
@@ -103,65 +117,10 @@ class MiraLogger(structlog.BoundLoggerBase):
         return self._at(level, name if name in LEVELS else "info", event, kw)
 
 
-class _Timestamps:
-    """ISO 8601 UTC with microseconds; the date-time part is formatted once per second."""
-
-    second = -1
-    prefix = ""
-
-
-def timestamp() -> str:
-    now = time.time()
-    second = int(now)
-    if second != _Timestamps.second:
-        _Timestamps.prefix = dt.datetime.fromtimestamp(second, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _Timestamps.second = second
-    return f"{_Timestamps.prefix}.{int((now - second) * 1_000_000):06d}+00:00"
-
-
-def write_line(
-    logger: str,
-    level: str,
-    message: str,
-    callsite: tuple[str, str, int],
-    fields: dict[str, Any],
-    correlation_id: str | None = None,
-) -> None:
-    """The hot path (one access line per request): the same JSON line without the processor
-    chain. Falls back to the structlog chain for console output."""
-    levelno = LEVELS[level]
-    if levelno < _State.threshold:
-        return
-    if not _State.json:
-        get_logger(logger)._at(
-            levelno,
-            level,
-            message,
-            {"module": callsite[0], "function": callsite[1], "line": callsite[2], **fields},
-        )
-        return
-    line = {
-        "timestamp": timestamp(),
-        "level": level.upper(),
-        "logger": logger,
-        "message": message,
-        "correlation_id": correlation_id or _State.default_correlation_id,
-        "module": callsite[0],
-        "function": callsite[1],
-        "line": callsite[2],
-        **fields,
-    }
-    SINK.write(
-        REDACTOR(orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE)),
-        urgent=levelno >= 30,
-    )
-
-
-def _base(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+def _callsite(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     event_dict["timestamp"] = timestamp()
     event_dict["level"] = "ERROR" if method == "exception" else method.upper()
     event_dict.setdefault("logger", getattr(logger, "name", "mira"))
-    event_dict.setdefault("correlation_id", _State.default_correlation_id)
     if "module" not in event_dict:
         frame = sys._getframe(4)
         while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
@@ -174,19 +133,7 @@ def _base(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
-def _render(logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:
-    if not _State.json:
-        text = _CONSOLE(logger, method, event_dict)
-        return (text + "\n").encode()
-    event_dict["message"] = event_dict.pop("event", None)
-    ordered = {k: event_dict.pop(k) for k in FIRST_KEYS if k in event_dict}
-    ordered.update(event_dict)
-    return orjson.dumps(ordered, default=repr, option=orjson.OPT_APPEND_NEWLINE)
-
-
 _CONSOLE = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
-SINK = LogSink()
-REDACTOR = Redactor()
 
 
 class _StdlibBridge(logging.Handler):
@@ -215,65 +162,144 @@ def get_logger(name: str) -> MiraLogger:
     return logger
 
 
-def configure_logging(settings: LoggingSettings, default_correlation_id: str = "-") -> None:
-    """Configure once at start-up; later calls (hot reload) only switch level, format and file."""
-    SINK.open(settings.file)
-    SINK.start_flusher()
-    _State.threshold = logging.getLevelName(settings.level)
-    _State.json = settings.json_format
-    _State.default_correlation_id = default_correlation_id
-    if structlog.is_configured() and getattr(configure_logging, "_done", False):
-        logging.getLogger().setLevel(_State.threshold)
-        return
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            _base,
-            structlog.processors.format_exc_info,
-            _render,
-        ],
-        wrapper_class=MiraLogger,
-        logger_factory=lambda name="mira", *args: _NamedSink(name, SINK),
-        cache_logger_on_first_use=True,
-    )
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_StdlibBridge())
-    root.setLevel(_State.threshold)
-    # watchdog's DEBUG lines describe every inotify event: with a log file in a watched
-    # directory each line would cause the next one.
-    logging.getLogger("watchdog").setLevel(logging.INFO)
-    configure_logging._done = True  # type: ignore[attr-defined]
+class LogPipeline:
+    """The live level and format, the sink and the redactor of this process's log lines."""
+
+    def __init__(self, sink: LogSink | None = None, redactor: Redactor | None = None) -> None:
+        self.sink = sink or LogSink()
+        self.redactor = redactor or Redactor()
+        self.threshold = 20
+        self.json = True
+        self.default_correlation_id = "-"
+        #: lifecycle lines are written whatever the level (tools like `mira doctor` say no)
+        self.lifecycle = True
+
+    # -- set-up and hot reload -------------------------------------------------------------
+    def configure(self, settings: LoggingSettings, default_correlation_id: str = "-") -> None:
+        """Open the destination, start the flusher and route structlog and stdlib through
+        this pipeline. Raises OSError naming the file when it cannot be opened."""
+        self.sink.open(settings.file)
+        self.sink.start_flusher()
+        self.default_correlation_id = default_correlation_id
+        self._set_level(settings)
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                self._defaults,
+                _callsite,
+                structlog.processors.format_exc_info,
+                self._render,
+            ],
+            wrapper_class=MiraLogger,
+            logger_factory=lambda name="mira", *args: _NamedSink(name, self),
+            # Not cached: a logger made before an embedding app's second container must write
+            # through the pipeline configured last.
+            cache_logger_on_first_use=False,
+        )
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.addHandler(_StdlibBridge())
+        root.setLevel(self.threshold)
+        # watchdog's DEBUG lines describe every inotify event: with a log file in a watched
+        # directory each line would cause the next one.
+        logging.getLogger("watchdog").setLevel(logging.INFO)
+
+    def _set_level(self, settings: LoggingSettings) -> None:
+        self.threshold = LEVELS[settings.level.lower()]
+        self.json = settings.json_format
+        logging.getLogger().setLevel(self.threshold)
+
+    def apply(self, settings: LoggingSettings) -> None:
+        """Hot reload: switch level, format and file live. Level and format apply even when the
+        new file cannot be opened; then lines keep going to the old destination and OSError
+        (naming the path) is raised."""
+        self._set_level(settings)
+        if settings.file != self.sink.path:
+            self.sink.open(settings.file)
+
+    def check(self, settings: LoggingSettings) -> list[str]:
+        """Before a reload is applied: can its log file be opened and written?"""
+        path = settings.file
+        if path is None or path == self.sink.path:
+            return []
+        try:
+            fd = open_log_file(path)
+        except OSError as exc:
+            return [f"logging.file: {exc.strerror or exc}"]
+        try:
+            os.write(fd, b"")
+            if os.statvfs(path).f_bavail == 0:
+                return [f"logging.file: {path}: the disk is full"]
+        except OSError as exc:
+            return [f"logging.file: cannot write {path}: {exc.strerror or exc}"]
+        finally:
+            os.close(fd)
+        return []
+
+    # -- writing -----------------------------------------------------------------------------
+    def emit(self, line: bytes, urgent: bool) -> None:
+        self.sink.write(self.redactor(line), urgent=urgent)
+
+    def write_line(
+        self,
+        logger: str,
+        level: str,
+        message: str,
+        callsite: tuple[str, str, int],
+        fields: dict[str, Any],
+        correlation_id: str | None = None,
+    ) -> None:
+        """The hot path (one access line per request): the same JSON line without the
+        processor chain. Falls back to the structlog chain for console output."""
+        levelno = LEVELS[level]
+        if levelno < self.threshold:
+            return
+        if not self.json:
+            get_logger(logger)._at(
+                levelno,
+                level,
+                message,
+                {"module": callsite[0], "function": callsite[1], "line": callsite[2], **fields},
+            )
+            return
+        line = {
+            "timestamp": timestamp(),
+            "level": level.upper(),
+            "logger": logger,
+            "message": message,
+            "correlation_id": correlation_id or self.default_correlation_id,
+            "module": callsite[0],
+            "function": callsite[1],
+            "line": callsite[2],
+            **fields,
+        }
+        self.emit(
+            orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE),
+            urgent=levelno >= 30,
+        )
+
+    def current_correlation_id(self) -> str:
+        value = structlog.contextvars.get_contextvars().get("correlation_id")
+        return str(value) if value else self.default_correlation_id
+
+    def flush(self) -> None:
+        """Write every queued line, and ask the OS to persist a log file."""
+        self.sink.flush()
+        self.sink.fsync()
+
+    # -- processors --------------------------------------------------------------------------
+    def _defaults(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("correlation_id", self.default_correlation_id)
+        return event_dict
+
+    def _render(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:
+        if not self.json:
+            return (_CONSOLE(logger, method, event_dict) + "\n").encode()
+        event_dict["message"] = event_dict.pop("event", None)
+        ordered = {k: event_dict.pop(k) for k in FIRST_KEYS if k in event_dict}
+        ordered.update(event_dict)
+        return orjson.dumps(ordered, default=repr, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def apply_logging_settings(settings: LoggingSettings) -> None:
-    """Hot-reload: switch level, format and file live. Level and format apply even when the new
-    file cannot be opened; then lines keep going to the old destination and OSError (naming the
-    path) is raised."""
-    _State.threshold = logging.getLevelName(settings.level)
-    _State.json = settings.json_format
-    logging.getLogger().setLevel(_State.threshold)
-    if settings.file != SINK.path:
-        SINK.open(settings.file)
-
-
-def bind_correlation_id(correlation_id: str) -> None:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
-
-
-def current_correlation_id() -> str:
-    value = structlog.contextvars.get_contextvars().get("correlation_id")
-    return str(value) if value else _State.default_correlation_id
-
-
-def flush_logs() -> None:
-    """Write every queued line, and ask the OS to persist a log file."""
-    SINK.flush()
-    if SINK.path:
-        with contextlib.suppress(OSError):
-            os.fsync(SINK._fd)
-
-
-__all__ = ["apply_logging_settings", "configure_logging", "get_logger"]
+__all__ = ["LogPipeline", "get_logger"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from random import getrandbits
@@ -10,7 +11,6 @@ from typing import Any
 import structlog
 
 from mira.adapters.prometheus_metrics import Metrics
-from mira.adapters.structlog_logging import write_line
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -19,7 +19,8 @@ _HEX = frozenset("0123456789abcdef")
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _clear = structlog.contextvars.clear_contextvars
 _bind = structlog.contextvars.bind_contextvars
-_CALLSITE = ("wsgi_context", "__call__", 75)  # where write_line is called
+#: write_line(logger, level, message, (module, function, line), fields, correlation_id)
+AccessLog = Callable[[str, str, str, tuple[str, str, int], dict[str, Any], str | None], None]
 
 
 def new_request_id() -> str:
@@ -45,9 +46,10 @@ def pick_request_id(environ: dict[str, Any]) -> str:
 class RequestContext:
     """Wraps the Flask WSGI app; everything per request happens here once."""
 
-    def __init__(self, app: WSGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: WSGIApp, metrics: Metrics, access_log: AccessLog) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request_id = pick_request_id(environ)
@@ -72,11 +74,11 @@ class RequestContext:
             method = environ.get("REQUEST_METHOD", "GET")
             self.metrics.observe_request(method, route, status, elapsed)
             path = environ.get("PATH_INFO", "")
-            write_line(
+            self.access_log(
                 "mira.http",
                 "debug" if path in QUIET_PATHS and status < 400 else "info",
                 "Request handled",
-                _CALLSITE,
+                ("wsgi_context", "__call__", sys._getframe().f_lineno),
                 {
                     "method": method,
                     "path": path,

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TypedDict
 
 from mira.domain import commands as cmd
 from mira.domain import events as ev
-from mira.domain.config.loading import changed_keys, load_settings, restart_required
+from mira.domain import lifecycle, secret_rules
+from mira.domain.config.loading import changed_keys, restart_required
 from mira.domain.config.model import Settings
+from mira.domain.lifecycle import EXIT_CONFIG, Meta
 from mira.domain.state import Phase, RuntimeState
-
-
-class Meta(TypedDict):
-    correlation_id: str
-    at: float
 
 
 def decide(command: cmd.Command, state: RuntimeState) -> list[ev.Event]:
@@ -23,62 +19,56 @@ def decide(command: cmd.Command, state: RuntimeState) -> list[ev.Event]:
     match command:
         case cmd.ApplyConfig():
             return _apply_config(command, state, meta)
-        case cmd.MarkReady():
-            if state.phase is Phase.STARTING and state.settings is not None:
-                return [ev.ServiceReady(generation=state.config_generation, **meta)]
-            return []
-        case cmd.RequestShutdown(signal=sig):
-            return _request_shutdown(sig, state, meta)
-        case cmd.RecordListenerClosed():
-            return [ev.ListenerClosed(**meta)] if state.phase is Phase.DRAINING else []
-        case cmd.RecordDrainResult(abandoned=0, duration=d):
-            return [ev.Drained(duration=d, **meta)]
-        case cmd.RecordDrainResult(abandoned=n, duration=d):
-            return [ev.DrainTimedOut(abandoned=n, duration=d, **meta)]
-        case cmd.RecordHookFailure(hook=h, reason=r):
-            return [ev.HookFailed(hook=h, reason=r, **meta)]
-        case cmd.RecordStopped(exit_code=code, phase_durations=d):
-            if state.phase is Phase.STOPPED:
-                return []
-            return [ev.Stopped(exit_code=code, phase_durations=d, **meta)]
-        case cmd.RecordSecretFetch():
-            return _secret_fetched(command, state, meta)
-        case cmd.RecordSecretFailure(name=name, reason=why, backend=b):
-            failures = state.secrets[name].failures + 1 if name in state.secrets else 1
-            return [
-                ev.SecretRefreshFailed(
-                    secret=name, reason=why, consecutive_failures=failures, backend=b, **meta
-                )
-            ]
-    raise TypeError(f"unknown command {type(command).__name__}")
+        case cmd.RecordSecretFetch(fetch=fetch, backend=backend):
+            return secret_rules.fetched(fetch, backend, state, meta, _referenced(state))
+        case cmd.RecordSecretFailure(failure=failure, backend=backend):
+            return secret_rules.failed(failure, backend, state, meta, _referenced(state))
+    return lifecycle.decide(command, state, meta)
+
+
+def _referenced(state: RuntimeState) -> frozenset[str]:
+    return secret_rules.referenced(state.settings) if state.settings is not None else frozenset()
 
 
 def _apply_config(c: cmd.ApplyConfig, state: RuntimeState, meta: Meta) -> list[ev.Event]:
     starting = state.settings is None
-    if c.text is None:
-        reasons: tuple[str, ...] = (c.read_error or f"{c.source}: could not be read",)
-        settings: Settings | None = None
-    else:
-        result = load_settings(c.text, c.source, c.environ)
-        reasons, settings = result.errors, result.settings
-    if settings is not None and c.unresolved:
-        reasons = tuple(f"{c.source}: {ref}: {why}" for ref, why in c.unresolved)
+    reasons, settings = c.parsed.errors, c.parsed.settings
+    if settings is not None and (c.failures or c.problems):
+        reasons = tuple(
+            f"{c.source}: {ref}: {f.reason}"
+            for f in c.failures
+            for ref in f.references or (f.name,)
+        ) + tuple(f"{c.source}: {p}" for p in c.problems)
         settings = None
     if settings is None:
+        discarded = secret_rules.discard_all(c.fetches, "its configuration was rejected", meta)
         if starting:
-            return [ev.StartupFailed(reasons=reasons, exit_code=2, **meta)]
-        return [ev.ConfigRejected(source=c.source, reasons=reasons, **meta)]
+            return [ev.StartupFailed(reasons=reasons, exit_code=EXIT_CONFIG, **meta), *discarded]
+        return [ev.ConfigRejected(source=c.source, reasons=reasons, **meta), *discarded]
+    names = secret_rules.referenced(settings)
     if starting:
-        return [ev.ConfigLoaded(source=c.source, generation=1, settings=settings, **meta)]
+        return [
+            *secret_rules.fetched_all(c.fetches, c.backend, state, meta, names),
+            ev.ConfigLoaded(source=c.source, generation=1, settings=settings, **meta),
+        ]
     assert state.settings is not None
     changed = changed_keys(state.settings, settings)
-    if not changed:
-        return [ev.ConfigUnchanged(source=c.source, **meta)]
     restart = restart_required(changed)
+    if changed and restart == changed:
+        discarded = secret_rules.discard_all(c.fetches, "its configuration needs a restart", meta)
+        return [
+            ev.ConfigNeedsRestart(source=c.source, restart_required=restart, **meta),
+            *discarded,
+        ]
+    # Secrets first: their values are in use before anything reacts to the new configuration.
+    secrets = secret_rules.fetched_all(c.fetches, c.backend, state, meta, names)
+    if not changed:
+        return [*secrets, ev.ConfigUnchanged(source=c.source, **meta)]
     if restart:
         # A restart-only change is reported, never applied: keep the live server settings.
         settings = _keep_live(settings, state.settings)
     return [
+        *secrets,
         ev.ConfigChanged(
             source=c.source,
             generation=state.config_generation + 1,
@@ -87,7 +77,7 @@ def _apply_config(c: cmd.ApplyConfig, state: RuntimeState, meta: Meta) -> list[e
             settings=settings,
             previous=state.settings,
             **meta,
-        )
+        ),
     ]
 
 
@@ -100,49 +90,4 @@ def _keep_live(new: Settings, live: Settings) -> Settings:
     return replace(new, server=live.server, secrets=secrets)
 
 
-def _request_shutdown(sig: str, state: RuntimeState, meta: Meta) -> list[ev.Event]:
-    if state.phase is Phase.DRAINING:
-        return [ev.ShutdownForced(signal=sig, **meta)]
-    if state.phase is Phase.STOPPED:
-        return []
-    phase = state.phase.value
-    shutdown = (state.settings or Settings()).shutdown
-    return [
-        ev.ShutdownRequested(signal=sig, phase=phase, **meta),
-        ev.DrainStarted(drain_delay=shutdown.drain_delay, timeout=shutdown.timeout, **meta),
-    ]
-
-
-def _secret_fetched(c: cmd.RecordSecretFetch, state: RuntimeState, meta: Meta) -> list[ev.Event]:
-    known = state.secrets.get(c.name)
-    if known is None or known.fingerprint is None:
-        return [
-            ev.SecretLoaded(
-                secret=c.name,
-                fingerprint=c.fingerprint,
-                version=c.version,
-                backend=c.backend,
-                **meta,
-            )
-        ]
-    if known.fingerprint == c.fingerprint:
-        # The same value again: record its freshness (and a recovery after failures).
-        return [
-            ev.SecretRefreshed(
-                secret=c.name,
-                fingerprint=c.fingerprint,
-                version=c.version,
-                backend=c.backend,
-                **meta,
-            )
-        ]
-    return [
-        ev.SecretRotated(
-            secret=c.name,
-            fingerprint=c.fingerprint,
-            previous_fingerprint=known.fingerprint,
-            version=c.version,
-            backend=c.backend,
-            **meta,
-        )
-    ]
+__all__ = ["Phase", "decide"]

@@ -60,6 +60,14 @@ class ConfigUnchanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConfigNeedsRestart(Event):
+    """Only restart-required keys changed: reported, nothing applied, generation unchanged."""
+
+    source: str
+    restart_required: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class StartupFailed(Event):
     reasons: tuple[str, ...]
     exit_code: int = 1
@@ -78,18 +86,31 @@ class ShutdownRequested(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class DrainStarted(Event):
+    """Unready now; keep serving for `drain_delay` seconds, then report it elapsed."""
+
     drain_delay: float
     timeout: float
 
 
 @dataclass(frozen=True, kw_only=True)
 class ShutdownForced(Event):
+    """A second stop signal during the shutdown: exit now with `exit_code`."""
+
     signal: str
+    exit_code: int = 130
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenerClosing(Event):
+    """Close the listener, then wait up to `timeout` seconds for in-flight requests."""
+
+    timeout: float
+    delayed: float = 0.0  # how long the drain delay really took
 
 
 @dataclass(frozen=True, kw_only=True)
 class ListenerClosed(Event):
-    pass
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +122,14 @@ class Drained(Event):
 class DrainTimedOut(Event):
     abandoned: int
     duration: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class HooksStarted(Event):
+    """Run the cleanup hooks: each within `hook_timeout`, all within `hooks_timeout`."""
+
+    hooks_timeout: float
+    hook_timeout: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,30 +145,38 @@ class Stopped(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SecretLoaded(Event):
+class SecretPromoted(Event):
+    """A staged read becomes the value in use (its subclasses say how it relates to the last)."""
+
     secret: str
     fingerprint: str
     version: str | None
     backend: str
+    seq: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class SecretRefreshed(Event):
+class SecretLoaded(SecretPromoted):
+    """First read of a secret the live configuration references."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretRefreshed(SecretPromoted):
     """Fetched again, unchanged."""
 
-    secret: str
-    fingerprint: str
-    version: str | None
-    backend: str
+
+@dataclass(frozen=True, kw_only=True)
+class SecretRotated(SecretPromoted):
+    previous_fingerprint: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class SecretRotated(Event):
+class SecretFetchDiscarded(Event):
+    """A staged read that will not be used: older than the one applied, or its config lost."""
+
     secret: str
-    fingerprint: str
-    previous_fingerprint: str
-    version: str | None
-    backend: str
+    seq: int
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,3 +185,25 @@ class SecretRefreshFailed(Event):
     reason: str
     consecutive_failures: int
     backend: str
+    seq: int = 0
+
+
+#: Events that always reach the log whatever `logging.level` is: what operators look for.
+LIFECYCLE = (
+    ConfigLoaded,
+    ConfigChanged,
+    ConfigRejected,
+    ConfigNeedsRestart,
+    StartupFailed,
+    ServiceReady,
+    ShutdownRequested,
+    DrainStarted,
+    ShutdownForced,
+    ListenerClosed,
+    Drained,
+    DrainTimedOut,
+    HookFailed,
+    Stopped,
+    SecretRotated,
+    SecretRefreshFailed,
+)

@@ -46,6 +46,17 @@ class SecretsBackend(ABC):
         """Verify the backend is reachable and authorised; return a one-line status."""
         return "ok"
 
+    def start(self) -> None:
+        """Start background work (token renewal, connection pools) once the service runs."""
+
+    def get_secret_version(self, path: str) -> str | None:
+        """The secret's current version where the backend tracks versions, else None."""
+        return None
+
+    def token_ttl_seconds(self) -> float | None:
+        """Seconds left on the backend's own credential: +inf never expires, None unknown."""
+        return None
+
     def close(self) -> None:
         """Release connections and threads."""
 
@@ -71,6 +82,53 @@ class Clock(Protocol):
 
 class IdGenerator(Protocol):
     def new_id(self) -> str: ...
+
+
+class Server(Protocol):
+    """The HTTP engine: binds, serves, and drains in the order the lifecycle decides."""
+
+    def bind(self) -> tuple[str, int]: ...
+    def serve_forever(self) -> None: ...
+    def start_draining(self) -> None: ...
+    def close_listener(self) -> None: ...
+    def wait_drained(self, timeout: float) -> int: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+    @property
+    def in_flight(self) -> int: ...
+
+
+class Snapshot(Protocol):
+    """What the config file held at one read: its text, or why it could not be read."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def digest(self) -> str: ...
+
+
+class Watcher(Protocol):
+    """Watches the config file; calls back with a Snapshot whenever its content changes."""
+
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 2.0) -> None: ...
+    def set_poll_interval(self, seconds: float) -> None: ...
+    def check_now(self) -> None: ...
+
+
+class WatcherFactory(Protocol):
+    def __call__(
+        self,
+        path: str,
+        on_snapshot: Callable[[Snapshot], None],
+        *,
+        poll_interval: float,
+        debounce: float,
+        initial_digest: str | None,
+    ) -> Watcher: ...
 
 
 MessageHandler = Callable[[Mapping[str, Any]], Any]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mira.domain.state import Phase, RuntimeState
+from mira.domain.state import SHUTTING_DOWN, Phase, RuntimeState
 
 
 def readiness(state: RuntimeState, now: float) -> tuple[bool, dict[str, Any]]:
@@ -13,7 +13,7 @@ def readiness(state: RuntimeState, now: float) -> tuple[bool, dict[str, Any]]:
     reasons: list[str] = []
     if state.phase is Phase.STARTING:
         reasons.append("start-up has not finished")
-    elif state.phase is Phase.DRAINING:
+    elif state.phase in SHUTTING_DOWN:
         reasons.append(f"shutting down ({state.shutdown_signal or 'requested'})")
     elif state.phase is Phase.STOPPED:
         reasons.append("stopped")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Final
 
 MASK: Final = "**********"
+
+
+def fingerprint(parts: Iterable[tuple[str, str]]) -> str:
+    """A short, non-reversible identifier of (key, value) pairs, safe to log and journal."""
+    return hashlib.sha256(repr(sorted(parts)).encode("utf-8")).hexdigest()[:12]
 
 
 class SecretValue:
@@ -23,7 +29,7 @@ class SecretValue:
 
     def fingerprint(self) -> str:
         """A short, non-reversible identifier of the value (safe to log)."""
-        return hashlib.sha256(self._value.encode("utf-8")).hexdigest()[:12]
+        return fingerprint([("", self._value)])
 
     def __str__(self) -> str:
         return MASK

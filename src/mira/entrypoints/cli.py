@@ -8,26 +8,25 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mira.adapters.config_file import read_config_file
-from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES, load_settings
+from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES
 from mira.domain.config.masking import masked_dict
 from mira.domain.config.model import Settings
 from mira.domain.config.schema import iter_keys
 
 
 def config_check(path: str) -> int:
-    """Exit 0 printing the effective config (secrets masked), or 1 listing every error."""
-    snapshot = read_config_file(path)
-    if snapshot.text is None:
-        print(f"{path}: invalid\n  - {snapshot.error}", file=sys.stderr)
+    """Exit 0 printing the effective config (secrets masked), or 1 listing every error.
+
+    The checks are start-up's own (`bootstrap.validate`): a config this accepts starts.
+    """
+    from mira.entrypoints.bootstrap import BootstrapError, validate
+
+    try:
+        settings, _ = validate(path, os.environ)
+    except BootstrapError as exc:
+        print(f"{path}: invalid: {exc}", file=sys.stderr)
         return 1
-    result = load_settings(snapshot.text, path, os.environ)
-    if result.settings is None:
-        print(f"{path}: invalid ({len(result.errors)} errors)", file=sys.stderr)
-        for error in result.errors:
-            print(f"  - {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(masked_dict(result.settings, mask_refs=True), indent=2))
+    print(json.dumps(masked_dict(settings, mask_refs=True), indent=2))
     print(f"{path}: valid", file=sys.stderr)
     return 0
 

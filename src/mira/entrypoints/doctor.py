@@ -6,9 +6,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mira.adapters.structlog_logging import configure_logging
-from mira.domain.config.model import LoggingSettings, Settings
+from mira.domain.commands import ApplyConfig
+from mira.domain.config.model import LoggingSettings
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
+from mira.service_layer.runtime import Runtime
 
 Row = tuple[str, str, str]
 
@@ -28,13 +29,16 @@ def doctor(path: str) -> int:
         print(f"mira doctor: {exc}", file=sys.stderr)
         return 2
     # Errors only (the table says the rest), through the redacting sink.
-    configure_logging(LoggingSettings(level="ERROR", json_format=False))
     container, settings = boot.container, boot.settings
-    manager = container.secrets()
+    logs = container.logging()
+    logs.configure(LoggingSettings(level="ERROR", json_format=False))
+    logs.lifecycle = False
     rows = [("config", "ok", f"{path} valid")]
-
     rows.append(_row(f"secrets:{settings.secrets.backend}", container.secrets_backend().check))
-    rows.append(_row("secret references", lambda: _resolve(manager, settings)))
+    # The references are read and put in use exactly as start-up does it.
+    runtime = container.runtime()
+    command = container.reloader().command_for(boot.snapshot)
+    rows.append(_row("secret references", lambda: _apply(runtime, command)))
     # Built only now, so that credentials given as secret:// references have their values.
     for name, check in _integration_checks(container).items():
         rows.append(_row(f"integration:{name}", check))
@@ -49,11 +53,13 @@ def _print(rows: list[Row]) -> None:
         print(f"{name.ljust(width)}  {status.ljust(4)}  {detail}", flush=True)
 
 
-def _resolve(manager: Any, settings: Settings) -> str:
-    failures = manager.resolve(settings)
-    if failures:
-        raise RuntimeError("; ".join(f"{ref}: {why}" for ref, why in failures))
-    return f"{len(manager.known_refs())} resolved"
+def _apply(runtime: Runtime, command: ApplyConfig) -> str:
+    if command.failures:
+        raise RuntimeError(
+            "; ".join(f"{', '.join(f.references) or f.name}: {f.reason}" for f in command.failures)
+        )
+    runtime.bus.handle(command)
+    return f"{len(runtime.secrets.known_refs())} resolved"
 
 
 def _integration_checks(container: Any) -> dict[str, Callable[[], str]]:
@@ -78,6 +84,7 @@ def _close(container: Any) -> None:
     closers: list[Callable[[], Any]] = [
         lambda: container.integrations().close(),
         lambda: container.secrets().stop(),
+        container.shutdown_resources,
     ]
     for close in closers:
         try:

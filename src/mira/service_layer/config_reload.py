@@ -6,47 +6,28 @@ import copy
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from mira.domain.commands import ApplyConfig
-from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES, load_settings
+from mira.domain.commands import ApplyConfig, SecretFailure, SecretFetch
+from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES, LoadResult, load_settings
 from mira.domain.config.masking import masked_dict
 from mira.domain.config.model import ReloadSettings, Settings
 from mira.domain.config.secret_refs import PREFIX
-from mira.domain.ports import Clock, IdGenerator
+from mira.domain.ports import Clock, IdGenerator, Snapshot, Watcher, WatcherFactory
 
 log = structlog.get_logger("mira.config")
 ReloadCallback = Callable[[dict[str, Any]], None]
 KeyCallback = Callable[[Any], None]
-Resolver = Callable[[Settings], list[tuple[str, str]]]
+Staged = tuple[tuple[SecretFetch, ...], tuple[SecretFailure, ...]]
+#: stage(settings) -> the staged reads of its secret references, and the failed ones
+Stager = Callable[[Settings], Staged]
 #: A watcher thread cannot wait longer than the platform allows (threading.TIMEOUT_MAX); a day
 #: between polls is already far beyond any useful fallback.
 MAX_POLL_INTERVAL = 86_400.0
 _ENV_NAMES = (*ENV_OVERRIDES, *ENV_FALLBACKS)
 _REF_MARK = PREFIX.rstrip("/")  # "secret:"; JSON may write the slashes as \/
-
-
-class Snapshot(Protocol):
-    @property
-    def path(self) -> str: ...
-    @property
-    def text(self) -> str | None: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def digest(self) -> str: ...
-
-
-class Watcher(Protocol):
-    def start(self) -> None: ...
-    def stop(self, timeout: float = 2.0) -> None: ...
-    def set_poll_interval(self, seconds: float) -> None: ...
-    def check_now(self) -> None: ...
-
-
-WatcherFactory = Callable[..., Watcher]
 
 
 class ConfigSubscriptions:
@@ -73,12 +54,13 @@ class ConfigSubscriptions:
         with self._lock:
             self._keys = (*self._keys, (key.strip("."), callback))
 
-    def notify(self, changed: tuple[str, ...], settings: Settings) -> None:
-        """Run every whole-config callback, and the key callbacks whose key is in `changed`."""
+    def notify(self, changed: tuple[str, ...], settings: Settings, whole: bool = True) -> None:
+        """Run every whole-config callback (unless not `whole`: a secret rotated, the config
+        itself did not change), and the key callbacks whose key is in `changed`."""
         if not changed:
             return
         data = masked_dict(settings)
-        for callback in self._reload:
+        for callback in self._reload if whole else ():
             # Each callback gets its own copy: one that mutates its dict cannot affect the next.
             _call(callback, copy.deepcopy(data), key=None)
         for key, callback in self._keys:
@@ -143,7 +125,9 @@ class ConfigReloader:
         environ: Mapping[str, str],
         subscriptions: ConfigSubscriptions,
         watcher_factory: WatcherFactory,
-        resolve: Resolver | None = None,
+        stage: Stager | None = None,
+        backend_name: str = "env",
+        checks: list[Callable[[Settings], list[str]]] | None = None,
     ) -> None:
         self.path = path
         self._submit = submit
@@ -152,7 +136,9 @@ class ConfigReloader:
         self._environ = environ
         self.subscriptions = subscriptions
         self._watcher_factory = watcher_factory
-        self._resolve: Resolver = resolve or (lambda settings: [])
+        self._stage: Stager = stage or (lambda settings: ((), ()))
+        self._backend_name = backend_name
+        self._checks = checks or []
         self._watcher: Watcher | None = None
         self._watching: ReloadSettings | None = None
         self._lock = threading.RLock()
@@ -172,28 +158,47 @@ class ConfigReloader:
         return self._watcher is not None
 
     def command_for(self, snapshot: Snapshot, correlation_id: str | None = None) -> ApplyConfig:
-        """Build ApplyConfig, resolving the new file's secret references first."""
+        """Parse the snapshot once and stage its secret references' values."""
+        if snapshot.text is None:
+            parsed = LoadResult(None, (snapshot.error or f"{snapshot.path}: could not be read",))
+        else:
+            parsed = load_settings(snapshot.text, snapshot.path, self._environ)
+        fetches, failures = self._staged(snapshot, parsed)
+        problems = self._check(parsed.settings) if not failures else ()
         return ApplyConfig(
             correlation_id=correlation_id or self._ids.new_id(),
             at=self._clock.now(),
             source=snapshot.path,
-            text=snapshot.text,
-            read_error=snapshot.error,
-            environ=dict(self._environ),
-            unresolved=tuple(self._unresolved(snapshot)),
+            parsed=parsed,
+            fetches=fetches,
+            failures=failures,
+            problems=problems,
+            backend=self._backend_name,
         )
 
-    def _unresolved(self, snapshot: Snapshot) -> list[tuple[str, str]]:
-        if snapshot.text is None or not _may_hold_refs(snapshot.text, self._environ):
-            return []
-        parsed = load_settings(snapshot.text, snapshot.path, self._environ)
-        if parsed.settings is None:
-            return []  # the decider rejects it with the parse errors
+    def _check(self, settings: Settings | None) -> tuple[str, ...]:
+        """What applying `settings` would run into (e.g. a log file that cannot be written)."""
+        if settings is None:
+            return ()
+        found: list[str] = []
+        for check in self._checks:
+            try:
+                found.extend(check(settings))
+            except Exception as exc:
+                found.append(f"checking the new configuration failed: {type(exc).__name__}")
+        return tuple(found)
+
+    def _staged(self, snapshot: Snapshot, parsed: LoadResult) -> Staged:
+        if parsed.settings is None or snapshot.text is None:
+            return (), ()  # the decider rejects it with the parse errors
+        if not _may_hold_refs(snapshot.text, self._environ):
+            return (), ()
         try:
-            return self._resolve(parsed.settings)
+            return self._stage(parsed.settings)
         except Exception as exc:
-            log.exception("Resolving the new configuration's secret references failed")
-            return [("secret references", f"could not be resolved: {type(exc).__name__}")]
+            log.exception("Reading the new configuration's secret references failed")
+            why = f"could not be resolved: {type(exc).__name__}"
+            return (), (SecretFailure("secret references", why, 0),)
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Watcher callback (its own thread): put the new content on the bus, do not wait.

@@ -1,250 +1,211 @@
-"""The secrets manager: resolves secret:// references, caches them, refreshes and rotates."""
+"""The secrets manager: the guide's API over the cache, the fetcher and the refresh loop.
+
+Reads happen on any thread (start-up, the refresh loop, backends' push threads) and only stage
+what they saw; the bus decides which read is the newest and promotes it into the cache on its
+own thread, so a slow read of an old value can never roll a rotation back.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
 
-from mira.domain.commands import RecordSecretFailure, RecordSecretFetch
+from mira.domain import events as ev
+from mira.domain.commands import (
+    RecordSecretFailure,
+    RecordSecretFetch,
+    SecretFailure,
+    SecretFetch,
+)
 from mira.domain.config.model import SecretsSettings, Settings
-from mira.domain.config.secret_refs import SecretRef, find_refs, parse_secret_ref
-from mira.domain.events import SecretRotated
-from mira.domain.ports import Clock, IdGenerator, SecretsBackend, SecretsError
+from mira.domain.config.secret_refs import SecretRef, find_refs
+from mira.domain.ports import Clock, IdGenerator, SecretsBackend
 from mira.domain.secret_value import SecretValue
+from mira.service_layer.bus import MessageBus
+from mira.service_layer.secret_cache import SecretCache
+from mira.service_layer.secret_fetch import SecretFetcher
 
 log = structlog.get_logger("mira.secrets")
 RefreshCallback = Callable[[Any], None]
-#: Rotated-out values stay masked in logs for a while: late errors may still quote them.
-RETIRED_KEPT = 64
+Staged = tuple[tuple[SecretFetch, ...], tuple[SecretFailure, ...]]
 
 
-def _as_text(ref: SecretRef, raw: Any) -> str:
-    """A backend's answer as the one string a config value needs."""
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, dict) and len(raw) == 1:
-        return str(next(iter(raw.values())))
-    if isinstance(raw, dict) and "value" in raw:
-        return str(raw["value"])
-    raise SecretsError(f"{ref}: the secret has several keys; name one as secret://{ref.path}:KEY")
+class SecretCallbacks:
+    """The guide's register_refresh_callback registry (kept apart from any backend)."""
 
+    def __init__(self) -> None:
+        self._callbacks: dict[str, tuple[RefreshCallback, ...]] = defaultdict(tuple)
+        self._lock = threading.Lock()
 
-class SecretsManager:
-    """Hot path: `get(text)` is one dict lookup. Writers replace whole dicts (copy-on-write)."""
+    def register(self, name: str, callback: RefreshCallback) -> None:
+        if not callable(callback):
+            raise TypeError(f"register_refresh_callback needs a callable, got {callback!r}")
+        with self._lock:
+            self._callbacks[name] = (*self._callbacks[name], callback)
 
-    def __init__(
-        self,
-        backend: SecretsBackend,
-        submit: Callable[[Any], Any],
-        clock: Clock,
-        ids: IdGenerator,
-        on_values: Callable[[Iterable[str]], None] | None = None,
-        on_fetch: Callable[[str, bool], None] | None = None,
-    ) -> None:
-        self.backend = backend
-        self._submit = submit
-        self._clock = clock
-        self._ids = ids
-        self._on_values = on_values or (lambda values: None)
-        self._on_fetch = on_fetch or (lambda backend, ok: None)
-        self._values: dict[SecretRef, SecretValue] = {}
-        self._by_text: dict[str, SecretValue] = {}
-        self._callbacks: dict[str, list[RefreshCallback]] = defaultdict(list)
-        self._write = threading.Lock()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._retired: deque[str] = deque(maxlen=RETIRED_KEPT)
-        self._watched: set[str] = set()
-        self._started = False
-        self._thread: threading.Thread | None = None
-        self._unwatch: Callable[[], None] = lambda: None
-        self._settings = SecretsSettings()
-        self._digests: dict[str, str] = {}
-        self._versions: dict[str, str | None] = {}
-
-    # -- reading ---------------------------------------------------------------------------
-    def get(self, text: str | None) -> SecretValue | None:
-        """The value for a config string: a resolved reference, or the literal itself."""
-        if text is None:
-            return None
-        value = self._by_text.get(text)
-        if value is not None:
-            return value
-        return None if text.startswith("secret://") else SecretValue(text)
-
-    def known_refs(self) -> list[SecretRef]:
-        return sorted(self._values)
-
-    # -- resolving -------------------------------------------------------------------------
-    def resolve(self, settings: Settings, only_new: bool = False) -> list[tuple[str, str]]:
-        """Fetch every reference in `settings`; return (reference, reason) for failures."""
-        refs = set(find_refs(settings).values())
-        if only_new:
-            refs -= self._values.keys()
-        failures = self._fetch(refs)
-        if self._started:
-            self._watch_new()
-        return [(str(ref), why) for ref, why in failures.items()]
-
-    def refresh(self, names: Iterable[str] | None = None) -> bool:
-        """Re-read known secrets (all, or those named); True when every read succeeded."""
-        wanted = set(names) if names is not None else None
-        refs = {r for r in self._values if wanted is None or r.path in wanted}
-        return not self._fetch(refs)
-
-    def _fetch(self, refs: set[SecretRef]) -> dict[SecretRef, str]:
-        fetched: dict[SecretRef, SecretValue] = {}
-        failures: dict[SecretRef, str] = {}
-        for ref in sorted(refs):
-            try:
-                fetched[ref] = SecretValue(
-                    _as_text(ref, self.backend.get_secret(ref.path, ref.key))
-                )
-                self._on_fetch(self.backend.name, True)
-            except Exception as exc:  # any backend failure keeps the cached value
-                reason = _safe_reason(exc)
-                failures[ref] = reason
-                self._on_fetch(self.backend.name, False)
-                log.warning(
-                    "Secret fetch failed",
-                    secret=ref.path,
-                    reference=str(ref),
-                    backend=self.backend.name,
-                    reason=reason,
-                )
-        if fetched:
-            self._store(fetched)
-        self._record(fetched, failures)
-        return failures
-
-    def _store(self, fetched: dict[SecretRef, SecretValue]) -> None:
-        with self._write:
-            self._retired.extend(
-                old.reveal()
-                for ref, new in fetched.items()
-                if (old := self._values.get(ref)) is not None and old != new
-            )
-            values = {**self._values, **fetched}
-            self._values = values
-            # str(ref) is the reference as written: secret://path:key or secret://path
-            self._by_text = {str(ref): v for ref, v in values.items()}
-        self._on_values([*(v.reveal() for v in values.values()), *self._retired])
-
-    def _record(
-        self, fetched: dict[SecretRef, SecretValue], failures: dict[SecretRef, str]
-    ) -> None:
-        now, cid = self._clock.now(), self._ids.new_id()
-        for name in sorted({r.path for r in fetched} - {r.path for r in failures}):
-            parts = sorted(
-                (str(r.key), v.reveal()) for r, v in self._values.items() if r.path == name
-            )
-            digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
-            # A version lookup costs a backend call: only when the value changed.
-            if self._digests.get(name) != digest:
-                self._versions[name] = self._version(name)
-            self._digests[name] = digest
-            self._submit(
-                RecordSecretFetch(
-                    correlation_id=cid,
-                    at=now,
-                    name=name,
-                    fingerprint=digest,
-                    version=self._versions.get(name),
-                    backend=self.backend.name,
-                )
-            )
-        for name, reason in sorted({(r.path, why) for r, why in failures.items()}):
-            self._submit(
-                RecordSecretFailure(
-                    correlation_id=cid, at=now, name=name, reason=reason, backend=self.backend.name
-                )
-            )
-
-    def _version(self, name: str) -> str | None:
-        version = getattr(self.backend, "get_secret_version", None)
-        if version is None:
-            return None
-        try:
-            result = version(name)
-            return None if result is None else str(result)
-        except Exception:
-            return None
-
-    # -- rotation --------------------------------------------------------------------------
-    def register_refresh_callback(self, name: str, callback: RefreshCallback) -> None:
-        """Call `callback(new_value)` after secret `name` rotates (value masked when printed)."""
-        self._callbacks[name].append(callback)
-
-    def current(self, name: str) -> Any:
-        """The secret's keys in use as {key: SecretValue}, or the SecretValue of a keyless ref."""
-        keyed = {r.key: v for r, v in self._values.items() if r.path == name and r.key}
-        if keyed:
-            return keyed
-        return self._values.get(SecretRef(name))
-
-    def on_rotated(self, event: SecretRotated) -> None:
-        """Bus handler: run the secret's callbacks, each isolated."""
-        new_value = self.current(event.secret)
-        for callback in list(self._callbacks.get(event.secret, ())):
+    def run(self, name: str, new_value: Any) -> None:
+        for callback in self._callbacks.get(name, ()):
             try:
                 callback(new_value)
             except Exception:
                 log.exception(
                     "Secret refresh callback failed",
-                    secret=event.secret,
+                    secret=name,
                     callback=getattr(callback, "__qualname__", repr(callback)),
                 )
+
+
+class SecretsManager:
+    """`get_secrets_manager()`: read values, register rotation callbacks, refresh on demand."""
+
+    def __init__(
+        self,
+        fetcher: SecretFetcher,
+        cache: SecretCache,
+        bus: MessageBus,
+        clock: Clock,
+        ids: IdGenerator,
+        callbacks: SecretCallbacks | None = None,
+    ) -> None:
+        self.fetcher = fetcher
+        self.cache = cache
+        self._bus = bus
+        self._clock = clock
+        self._ids = ids
+        self.callbacks = callbacks or SecretCallbacks()
+        self._lock = threading.Lock()  # guards the watches and the loop thread (not the cache)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watches: dict[str, Callable[[], None]] = {}
+        self._started = False
+        self._settings = SecretsSettings()
+
+    @property
+    def backend(self) -> SecretsBackend:
+        return self.fetcher.backend
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, text: str | None) -> SecretValue | None:
+        """The value for a config string: a resolved reference, or the literal itself."""
+        return self.cache.get(text)
+
+    def current(self, name: str) -> Any:
+        return self.cache.current(name)
+
+    def known_refs(self) -> list[SecretRef]:
+        return self.cache.refs()
+
+    # -- reading from the backend ----------------------------------------------------------
+    def stage(
+        self, settings: Settings
+    ) -> tuple[tuple[SecretFetch, ...], tuple[SecretFailure, ...]]:
+        """Read every reference of `settings` (a config about to be applied); stage only."""
+        outcome = self.fetcher.fetch(find_refs(settings).values(), self._bus.state.secrets)
+        return tuple(outcome.fetched), tuple(outcome.failed)
+
+    def refresh(self, names: Iterable[str] | None = None, wait: bool = True) -> bool:
+        """Re-read the live configuration's secrets (all, or those named); True when every read
+        succeeded. With `wait`, the new values are in use when this returns."""
+        settings = self._bus.state.settings
+        if settings is None:
+            return True
+        wanted = set(names) if names is not None else None
+        refs = [r for r in find_refs(settings).values() if wanted is None or r.path in wanted]
+        outcome = self.fetcher.fetch(refs, self._bus.state.secrets)
+        now, cid, backend = self._clock.now(), self._ids.new_id(), self.backend.name
+        commands = [
+            *(
+                RecordSecretFetch(correlation_id=cid, at=now, fetch=f, backend=backend)
+                for f in outcome.fetched
+            ),
+            *(
+                RecordSecretFailure(correlation_id=cid, at=now, failure=f, backend=backend)
+                for f in outcome.failed
+            ),
+        ]
+        for command in commands:
+            if wait:
+                self._bus.handle(command)
+            else:
+                self._bus.submit(command)
+        return outcome.ok
+
+    # -- the bus's handlers (its thread) ---------------------------------------------------
+    def on_promoted(self, event: ev.SecretPromoted) -> None:
+        values = self.fetcher.staging.take(event.seq)
+        if values is not None:
+            self.cache.promote(values)
+
+    def on_discarded(self, event: ev.SecretFetchDiscarded) -> None:
+        self.fetcher.staging.take(event.seq)
+
+    def on_config(self, event: ev.ConfigLoaded | ev.ConfigChanged) -> None:
+        """Only the live configuration's references stay cached and watched."""
+        refs = set(find_refs(event.settings).values())
+        self.cache.retain(refs)
+        if self._started:
+            self._watch({r.path for r in refs})
+        if isinstance(event, ev.ConfigChanged) and any(
+            k.startswith("secrets.") for k in event.changed_keys
+        ):
+            self.reconfigure(event.settings.secrets)
+
+    def on_rotated(self, event: ev.SecretRotated) -> None:
+        """Run the secret's callbacks, each isolated."""
+        self.callbacks.run(event.secret, self.cache.current(event.secret))
+
+    def register_refresh_callback(self, name: str, callback: RefreshCallback) -> None:
+        """Call `callback(new_value)` after secret `name` rotates (value masked when printed)."""
+        self.callbacks.register(name, callback)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, settings: SecretsSettings) -> None:
         """Watch the backend where it can push, and refresh periodically when auto_refresh."""
-        self._settings = settings
-        self._stop.clear()
-        if not self._started:
-            self._started = True
-            start = getattr(self.backend, "start", None)
-            if start is not None:
-                start()
-            self._watch_new()
-        if settings.auto_refresh and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="mira-secrets", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._stop.clear()
+                self.backend.start()
+        live = self._bus.state.settings
+        if live is not None:
+            self._watch({r.path for r in find_refs(live).values()})
+        self.reconfigure(settings)
 
-    def _watch_new(self) -> None:
-        """Watch secrets referenced since the last call (a reload may add references)."""
-        paths = sorted({r.path for r in self._values} - self._watched)
-        if not paths:
-            return
-        self._watched.update(paths)
-        stop_new = self.backend.watch(paths, self._on_pushed_change)
-        stop_old = self._unwatch
-
-        def unwatch() -> None:
-            try:
-                stop_old()
-            finally:
-                stop_new()
-
-        self._unwatch = unwatch
+    def _watch(self, names: set[str]) -> None:
+        """Watch exactly `names` (a reload may add or drop references)."""
+        with self._lock:
+            dropped = [self._watches.pop(n) for n in sorted(set(self._watches) - names)]
+            for name in sorted(names - set(self._watches)):
+                self._watches[name] = self.backend.watch([name], self._on_pushed_change)
+        for stop in dropped:
+            _quietly(stop)
 
     def _on_pushed_change(self, path: str) -> None:
         try:
-            self.refresh([path])
+            # Not waiting: the bus thread may be stopping this very watch.
+            self.refresh([path], wait=False)
         except Exception:  # a backend's watch thread must not die of our failure
             log.exception("Secret refresh after a pushed change failed", secret=path)
 
     def reconfigure(self, settings: SecretsSettings) -> None:
-        """Apply a change of the `secrets` section: a new interval takes effect at once."""
-        self._settings = settings
-        if settings.auto_refresh and self._thread is None:
-            self.start(settings)
-        elif not settings.auto_refresh and self._thread is not None:
+        """Apply the `secrets` section: a new interval takes effect at once."""
+        with self._lock:
+            self._settings = settings
+            if not self._started:
+                return
+            if settings.auto_refresh and self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._loop, name="mira-secrets", daemon=True)
+                self._thread.start()
+                return
+            thread = self._thread if not settings.auto_refresh else None
+        if thread is not None:
             self._stop_thread()
         else:
             self._wake.set()
@@ -256,7 +217,7 @@ class SecretsManager:
                 self._wake.clear()
                 continue  # stopped, or reconfigured: wait again with the new settings
             try:
-                failures = 0 if self.refresh() else failures + 1
+                failures = 0 if self.refresh(wait=False) else failures + 1
             except Exception:
                 failures += 1
                 log.exception("Secret refresh loop error")
@@ -264,19 +225,26 @@ class SecretsManager:
     def _stop_thread(self, timeout: float = 2.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._thread = None
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop_thread(timeout)
-        self._started = False
-        self._watched.clear()
-        unwatch, self._unwatch = self._unwatch, lambda: None
-        try:
-            unwatch()
-        finally:
-            self.backend.close()
+        with self._lock:
+            self._started = False
+            watches, self._watches = list(self._watches.values()), {}
+        for unwatch in watches:
+            _quietly(unwatch)
+        self.backend.close()
+
+
+def _quietly(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("Stopping a secret watch failed")
 
 
 def next_delay(settings: SecretsSettings, failures: int) -> float:
@@ -288,17 +256,3 @@ def next_delay(settings: SecretsSettings, failures: int) -> float:
         backoff = 0.5 * 2.0 ** min(failures - 1, 30)
         return min(settings.max_backoff, settings.refresh_interval, backoff)
     return settings.refresh_interval * random.uniform(0.9, 1.1)
-
-
-def _safe_reason(exc: Exception) -> str:
-    """Why a fetch failed, without the reference (callers name it); never a value.
-
-    Backends' own errors (SecretsError) carry readable messages; anything else gets its type.
-    """
-    text = str(exc)
-    if isinstance(exc, SecretsError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-__all__ = ["SecretsManager", "next_delay", "parse_secret_ref"]
