@@ -356,6 +356,12 @@ def test_incomplete_settings_are_rejected_naming_the_key(
         VaultSecretsBackend(settings, {})
 
 
+def test_a_huge_url_is_quoted_by_a_short_prefix() -> None:
+    with pytest.raises(ValueError) as failure:
+        VaultSecretsBackend(VaultSettings(url="v" * 1_000_000, token="s.x"), {})
+    assert len(str(failure.value)) < 200 and "1000000 characters" in str(failure.value)
+
+
 @pytest.fixture
 def kube_backend(
     openbao_process: VaultServer, token_review: TokenReviewServer, tmp_path: Path

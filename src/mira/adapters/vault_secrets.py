@@ -13,6 +13,7 @@ from hvac import exceptions as hvac_errors
 
 from mira.adapters.vault_auth import Denied, VaultAuth, describe_error
 from mira.domain.config.model import VaultSettings
+from mira.domain.config.schema import quote
 from mira.domain.ports import SecretNotFound, SecretsBackend, SecretsBackendUnavailable
 
 T = TypeVar("T")
@@ -165,7 +166,7 @@ def _validate(settings: VaultSettings) -> None:
     auth = settings.auth
     if not settings.url.startswith(("http://", "https://")):
         raise ValueError(
-            f"secrets.vault.url must start with http:// or https://, got {settings.url!r}"
+            f"secrets.vault.url must start with http:// or https://, got {quote(settings.url)}"
         )
     if auth.method == "token" and not settings.token:
         raise ValueError(
