@@ -119,12 +119,42 @@ CORPUS: list[tuple[str, Breaker, str]] = [
     (
         "negative-interval",
         config(config={"hot_reload": True, "poll_interval": -1}),
-        "config.poll_interval: must be greater than 0 and at most 604800, got -1",
+        "config.poll_interval: must be at least 0.1 and at most 604800 seconds, got -1",
     ),
     (
         "zero-interval",
         config(config={"hot_reload": True, "poll_interval": 0}),
-        "config.poll_interval: must be greater than 0 and at most 604800, got 0",
+        "config.poll_interval: must be at least 0.1 and at most 604800 seconds, got 0",
+    ),
+    (
+        "nanosecond-interval",
+        config(config={"hot_reload": True, "poll_interval": 1e-9}),
+        "config.poll_interval: must be at least 0.1 and at most 604800 seconds, got 1e-09",
+    ),
+    (
+        "tiny-vault-timeout",
+        config(secrets={"vault": {"timeout": 0.001}}),
+        "secrets.vault.timeout: must be at least 0.1 and at most 604800 seconds, got 0.001",
+    ),
+    (
+        "duplicate-key",
+        text('{"logging": {"level": "INFO",\n  "level": "DEBUG"}}'),
+        "duplicate key logging.level at line 2, column 3 (a key may appear once)",
+    ),
+    (
+        "duplicate-top-level-key",
+        text('{"config": {"hot_reload": true},\n"config": {"hot_reload": false}}'),
+        "duplicate key config at line 2, column 1",
+    ),
+    (
+        "nine-megabyte-level",
+        config(logging={"level": "A" * 9_000_000}),
+        "got 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'... (9000000 characters)",
+    ),
+    (
+        "nine-megabyte-key",
+        config(logging={"B" * 9_000_000: 1}),
+        "logging.BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB...(9000000 characters): unknown key",
     ),
     (
         "nan-interval",
@@ -231,6 +261,8 @@ def test_bad_config_is_rejected_with_a_clear_reason_and_the_service_keeps_servin
         lambda: corpus.ready()[1]["config"]["last_error"], DEADLINE, message=f"{name} rejected"
     )
     status, body = corpus.ready()
+    # A rejected value is quoted by a short prefix only: /ready stays small.
+    assert len(json.dumps(body)) < 4096, json.dumps(body)[:4096]
     (error,) = body["config"]["last_error"]
     assert reason in error, error
     assert status == 200 and body["status"] == "ready"
@@ -240,6 +272,7 @@ def test_bad_config_is_rejected_with_a_clear_reason_and_the_service_keeps_servin
     assert corpus.service.post("/api/v1/messages", PLAN)[0] == 200
     logged = _rejections(corpus.service)[errors_before:]
     assert logged and logged[-1]["level"] == "ERROR" and reason in logged[-1]["reasons"][0]
+    assert len(json.dumps(logged[-1])) < 4096
 
 
 def _rejections(service: ServiceProcess) -> list[dict[str, Any]]:

@@ -162,6 +162,34 @@ def test_missing_path_or_key_raises_not_found_naming_it(
         make_backend().get_secret("jira-credentials")
 
 
+def test_kv_version_that_does_not_match_the_mount_is_named_not_reported_as_missing(
+    make_backend: Factory,
+) -> None:
+    v1_on_v2 = make_backend(kv_version=1)  # `secret/` is a KV v2 mount
+    with pytest.raises(SecretNotFound) as failure:
+        v1_on_v2.get_secret("github-credentials", "token")
+    assert str(failure.value) == (
+        "Vault secret 'github-credentials': mount 'secret' is a KV version 2 engine, but "
+        "secrets.vault.kv_version is 1; set secrets.vault.kv_version to 2"
+    )
+    v2_on_v1 = make_backend(mount_point="kv1", kv_version=2)
+    with pytest.raises(SecretNotFound, match="mount 'kv1' is a KV version 1 engine, but"):
+        v2_on_v1.get_secret("github-credentials")
+    with pytest.raises(SecretNotFound, match="version 1 engine"):
+        v2_on_v1.get_secret_version("github-credentials")
+    # With the version right, a missing secret is still just missing.
+    with pytest.raises(SecretNotFound) as missing:
+        make_backend(kv_version=2).get_secret("no-such-secret")
+    assert "kv_version" not in str(missing.value)
+
+
+def test_non_expiring_root_token_reports_an_infinite_ttl(make_backend: Factory) -> None:
+    backend = make_backend()  # the dev server's root token has no TTL
+    assert backend.token_ttl_seconds() is None  # unknown before the first login
+    backend.start()
+    assert backend.token_ttl_seconds() == float("inf")
+
+
 def test_approle_login_with_secret_id_from_env(vault: VaultServer, make_backend: Factory) -> None:
     role_id, secret_id = approle(vault)
     auth = VaultAuthSettings(method="approle", role_id=role_id, secret_id_env="MIRA_TEST_SID")
@@ -326,6 +354,12 @@ def test_incomplete_settings_are_rejected_naming_the_key(
     settings = VaultSettings(**{"token": "s.x", **options})
     with pytest.raises(ValueError, match=problem):
         VaultSecretsBackend(settings, {})
+
+
+def test_a_huge_url_is_quoted_by_a_short_prefix() -> None:
+    with pytest.raises(ValueError) as failure:
+        VaultSecretsBackend(VaultSettings(url="v" * 1_000_000, token="s.x"), {})
+    assert len(str(failure.value)) < 200 and "1000000 characters" in str(failure.value)
 
 
 @pytest.fixture

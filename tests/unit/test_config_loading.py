@@ -58,7 +58,7 @@ def test_every_error_is_listed_with_its_key_path() -> None:
 def test_booleans_are_not_integers_and_numbers_are_checked() -> None:
     _, errors = load({"server": {"port": True}, "config": {"poll_interval": -1}})
     assert any("server.port: expected integer, got boolean" in e for e in errors)
-    assert any("config.poll_interval: must be greater than 0" in e for e in errors)
+    assert any("config.poll_interval: must be at least 0.1" in e for e in errors)
 
 
 def test_environment_overrides_the_file_which_overrides_defaults() -> None:
@@ -168,7 +168,100 @@ def test_non_finite_and_absurd_numbers_are_rejected() -> None:
     )
     _, errors = load({"config": {"poll_interval": 1e300}, "server": {"max_body_bytes": 0}})
     assert any(
-        e.startswith("config.json: config.poll_interval: must be greater than 0 and at most")
+        e.startswith("config.json: config.poll_interval: must be at least 0.1 and at most")
         for e in errors
     )
     assert any("server.max_body_bytes: must be between 1 and" in e for e in errors)
+
+
+def test_level_names_are_accepted_in_any_case_in_the_file_and_the_environment() -> None:
+    settings, errors = load({"logging": {"level": "info"}})
+    assert errors == () and settings is not None and settings.logging.level == "INFO"
+    settings, _ = load({"logging": {"level": "Warning"}}, {"MIRA_LOG_LEVEL": "debug"})
+    assert settings is not None and settings.logging.level == "DEBUG"
+    settings, _ = load({"logging": {"level": "warning"}})
+    assert settings is not None and settings.logging.level == "WARNING"
+    _, errors = load({"logging": {"level": "verbose"}})
+    assert errors == (
+        "config.json: logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+        "got 'verbose'",
+    )
+
+
+def test_duplicate_keys_are_rejected_naming_the_key_path_and_line() -> None:
+    text = '{\n  "logging": {\n    "level": "INFO",\n    "level": "DEBUG"\n  }\n}'
+    assert load_settings(text, "/etc/mira/config.json", {}).errors == (
+        "/etc/mira/config.json: duplicate key logging.level at line 4, column 5 "
+        "(a key may appear once)",
+    )
+    top = load_settings('{"server": {}, "logging": {},\n"server": {}}', "c.json", {})
+    assert top.errors == (
+        "c.json: duplicate key server at line 2, column 1 (a key may appear once)",
+    )
+    # In a list, and with an escape that spells the same key: still the same key.
+    nested = '{"x": [{}, {"k": 1, "\\u006b": 2}]}'
+    (error,) = load_settings(nested, "c.json", {}).errors
+    assert error.startswith("c.json: duplicate key x[1].k at line 1, column 21")
+    # The same key in two different objects is no duplicate.
+    assert load_settings('{"logging": {"level": "INFO"}, "x": {"level": 1}}', "c", {}).errors == (
+        "c: x: unknown key (known keys: config, integrations, logging, secrets, server, shutdown)",
+    )
+
+
+def test_intervals_and_timeouts_below_a_tenth_of_a_second_are_rejected() -> None:
+    _, errors = load(
+        {
+            "config": {"poll_interval": 1e-9},
+            "secrets": {"refresh_interval": 0.01, "max_backoff": 0.05, "stale_after": 1e-3},
+            "integrations": {"github": {"timeout": 1e-6}, "jira": {"timeout": 0.0001}},
+            "shutdown": {"hook_timeout": 0.001, "hooks_timeout": 0.01},
+        }
+    )
+    prefix = "config.json: "
+    paths = {e[len(prefix) :].split(":")[0] for e in errors}
+    assert paths == {
+        "config.poll_interval",
+        "secrets.refresh_interval",
+        "secrets.max_backoff",
+        "secrets.stale_after",
+        "integrations.github.timeout",
+        "integrations.jira.timeout",
+        "shutdown.hook_timeout",
+        "shutdown.hooks_timeout",
+    }
+    assert (
+        "config.json: config.poll_interval: must be at least 0.1 and at most 604800 seconds, "
+        "got 1e-09"
+    ) in errors
+    _, errors = load({"secrets": {"vault": {"timeout": 0.0}}})
+    assert errors == (
+        "config.json: secrets.vault.timeout: must be at least 0.1 and at most 604800 seconds, "
+        "got 0.0",
+    )
+    settings, errors = load({"config": {"poll_interval": 0.1, "debounce": 0}})
+    assert errors == () and settings is not None and settings.config.poll_interval == 0.1
+
+
+def test_a_rejected_value_is_quoted_only_by_a_short_prefix() -> None:
+    huge = "A" * 9_000_000
+    for data, env in (
+        ({"logging": {"level": huge}}, {}),
+        ({"secrets": {"vault": {"auth": {"method": huge}}}}, {}),
+        ({"logging": {huge: 1}}, {}),
+        ({}, {"MIRA_LOG_LEVEL": huge}),
+        ({}, {"MIRA_LOG_JSON": huge}),
+        ({"integrations": {"github": {"token": "secret://" + huge}}}, {}),
+    ):
+        _, errors = load(data, env)
+        (error,) = errors
+        assert len(error) < 300, error[:300]
+        assert "9000000 characters" in error or "malformed secret reference" in error
+    _, errors = load({"secrets": {"vault": {"kv_version": 10**100}}})
+    (error,) = errors
+    assert error.endswith("got 1000000000000000000000000000000000000000... (101 digits)")
+
+
+def test_a_file_with_very_many_problems_lists_twenty_and_counts_the_rest() -> None:
+    _, errors = load({f"unknown{i}": i for i in range(1000)})
+    assert len(errors) == 21
+    assert errors[-1] == "config.json: and 980 more problems"

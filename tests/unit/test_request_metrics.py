@@ -53,3 +53,21 @@ def test_buckets_are_cumulative_and_inclusive_and_5xx_count_as_errors() -> None:
     assert got[key(bucket, le="+Inf", **labels)] == 3
     errors = key("mira_http_request_errors_total", method="POST", route="/api/v1/messages")
     assert got[errors] == 3
+
+
+def test_invented_methods_and_statuses_share_one_label_value() -> None:
+    metrics = Metrics()
+    for i in range(18_000):
+        metrics.observe_request(f"X{i:05d}", "<unmatched>", 405, 0.001)
+    for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "get"):
+        metrics.observe_request(method, "/health", 200, 0.001)
+    metrics.observe_request("GET", "/health", 999, 0.001)
+    got = samples(metrics)
+    methods = {dict(labels)["method"] for name, labels in got if name == "mira_http_requests_total"}
+    assert methods == {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other"}
+    assert (
+        got[key("mira_http_requests_total", method="other", route="<unmatched>", status="405")]
+        == 18_000
+    )
+    assert got[key("mira_http_requests_total", method="GET", route="/health", status="other")] == 1
+    assert len(metrics.render()) < 20_000

@@ -11,21 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirModifiedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
 
+from mira.adapters.fs_events import DirectoryEvents, FileSystemEvent
 from mira.domain.config.model import FileSecretsSettings
 from mira.domain.ports import SecretNotFound, SecretsBackend, SecretsBackendUnavailable
 
@@ -33,18 +20,6 @@ log = structlog.get_logger("mira.secrets.file")
 
 DATA_LINK = "..data"
 _MAX_ATTEMPTS = 50
-# Events that a change can cause; our own reads only cause opened / closed-no-write events.
-_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileClosedEvent,
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirModifiedEvent,
-    DirMovedEvent,
-]
 _Secret = dict[str, str] | str
 
 
@@ -171,14 +146,6 @@ def _digest(secret: _Secret | None) -> str | None:
     return hashlib.sha256(repr(items).encode("utf-8")).hexdigest()
 
 
-class _Wake(FileSystemEventHandler):
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self._event.set()
-
-
 class _DirectoryWatch:
     """One observer on the directory and one thread comparing content hashes."""
 
@@ -191,25 +158,27 @@ class _DirectoryWatch:
         self._backend, self._paths, self._on_change = backend, paths, on_change
         self._dirty, self._stopping = threading.Event(), threading.Event()
         self._digests = {p: self._initial_digest(p) for p in paths}
-        self._observer = Observer()
+        self._events = DirectoryEvents(str(backend._root), self._woken, recursive=True)
         self._thread = threading.Thread(target=self._run, name="mira-file-secrets", daemon=True)
 
     def start(self) -> None:
-        root = str(self._backend._root)
         try:
-            self._observer.schedule(_Wake(self._dirty), root, recursive=True, event_filter=_EVENTS)
-            self._observer.start()
+            self._events.start()
         except OSError as exc:
-            raise SecretsBackendUnavailable(f"cannot watch '{root}': {exc.strerror}") from None
+            raise SecretsBackendUnavailable(
+                f"cannot watch '{self._events.directory}': {exc.strerror}"
+            ) from None
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         self._dirty.set()
-        self._observer.stop()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        self._observer.join(timeout=5)
+        self._events.stop(timeout=5)
+
+    def _woken(self, event: FileSystemEvent) -> None:
+        self._dirty.set()
 
     def _run(self, follow_ups: int = 0) -> None:
         while not self._stopping.is_set():

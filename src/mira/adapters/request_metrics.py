@@ -14,6 +14,14 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 Key = tuple[str, str, int]
+#: Label values the `method` label can take; any other request method counts as `other`, so an
+#: invented method per request cannot grow the series without bound (RFC 9110 methods + PATCH).
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+OTHER = "other"
+#: Statuses outside 100-599 (an app's own status line) share one label value too.
+STATUS_OTHER = 0
 
 
 class RequestMetrics(Collector):
@@ -38,8 +46,13 @@ class RequestMetrics(Collector):
         return tally
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request; `route` must be a route template (a bounded set), never a path."""
         tally = getattr(self._local, "tally", None) or self._tally()
-        key = (method, route, status)
+        key = (
+            method if method in METHODS else OTHER,
+            route,
+            status if 100 <= status <= 599 else STATUS_OTHER,
+        )
         row = tally.get(key)
         if row is None:
             # bucket counts (the last one is +Inf), then count, then sum
@@ -75,7 +88,7 @@ class RequestMetrics(Collector):
         )
         error_totals: dict[tuple[str, str], float] = {}
         for (method, route, status), row in sorted(self._merged().items()):
-            labels = [method, route, str(status)]
+            labels = [method, route, str(status) if status else OTHER]
             requests.add_metric(labels, row[-2])
             cumulative, buckets = 0.0, []
             for bound, count in zip((*self._buckets, float("inf")), row[:-2], strict=True):

@@ -7,10 +7,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mira.domain.config.json_text import parse_json
 from mira.domain.config.model import LEVELS, Settings
-from mira.domain.config.schema import flatten, parse_dataclass, to_dict
+from mira.domain.config.schema import flatten, parse_dataclass, quote, to_dict
 from mira.domain.config.secret_refs import invalid_refs
 
+#: Errors listed per rejected config; the rest are counted.
+MAX_ERRORS = 20
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -21,14 +24,14 @@ def _bool(name: str, raw: str) -> tuple[Any, str | None]:
         return True, None
     if value in FALSE:
         return False, None
-    return None, f"{name}: expected true or false, got {raw!r}"
+    return None, f"{name}: expected true or false, got {quote(raw)}"
 
 
 def _level(name: str, raw: str) -> tuple[Any, str | None]:
     value = raw.strip().upper()
     if value in LEVELS:
         return value, None
-    return None, f"{name}: must be one of {', '.join(LEVELS)}, got {raw!r}"
+    return None, f"{name}: must be one of {', '.join(LEVELS)}, got {quote(raw)}"
 
 
 def _text(name: str, raw: str) -> tuple[Any, str | None]:
@@ -75,26 +78,6 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return self.settings is not None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed (numbers must be finite)")
-
-
-def parse_json(text: str, source: str) -> tuple[Any, str | None]:
-    """Decode JSON, naming the file, line and column of a syntax error."""
-    if text.startswith("\ufeff"):
-        return None, f"{source}: starts with a UTF-8 byte order mark (BOM); save it without one"
-    if not text.strip():
-        return None, f"{source}: file is empty (an empty configuration is written {{}})"
-    try:
-        return json.loads(text, parse_constant=_no_constant), None
-    except ValueError as exc:
-        if not isinstance(exc, json.JSONDecodeError):
-            return None, f"{source}: invalid JSON: {exc}"
-        return None, f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-    except RecursionError:
-        return None, f"{source}: invalid JSON: nested too deeply"
 
 
 def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
@@ -149,6 +132,9 @@ def load_settings(text: str, source: str, environ: Mapping[str, str]) -> LoadRes
     if not errors and not env_errors:
         errors = invalid_refs(settings) + cross_checks(settings)
     problems = [f"environment: {e}" for e in env_errors] + [f"{source}: {e}" for e in errors]
+    if len(problems) > MAX_ERRORS:  # a file of 100k unknown keys must not give a 100k-line error
+        extra = len(problems) - MAX_ERRORS
+        problems = [*problems[:MAX_ERRORS], f"{source}: and {extra} more problems"]
     if problems:
         return LoadResult(None, tuple(problems))
     return LoadResult(settings, ())

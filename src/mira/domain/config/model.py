@@ -5,47 +5,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mira.domain.config.schema import section, setting
+from mira.domain.config.schema import quote, section, setting
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Upper bound of every number (seconds, bytes, counts): a week of seconds is the largest value
 #: any key needs; larger ones (1e300) overflow timers.
 MAX_SECONDS = 7 * 24 * 3600.0
+#: Lower bound of every interval and timeout: a polled interval below it pins a core (1e-9 did),
+#: and no request, hook or drain completes in less.
+MIN_SECONDS = 0.1
 
 
 def _level(value: Any) -> str | None:
-    return None if value in LEVELS else f"must be one of {', '.join(LEVELS)}, got {value!r}"
+    if value.upper() in LEVELS:
+        return None
+    return f"must be one of {', '.join(LEVELS)}, got {quote(value)}"
 
 
-def _positive(value: Any) -> str | None:
-    if not 0 < value <= MAX_SECONDS:
-        return f"must be greater than 0 and at most {MAX_SECONDS:g}, got {value!r}"
+def _seconds(value: Any) -> str | None:
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        return (
+            f"must be at least {MIN_SECONDS:g} and at most {MAX_SECONDS:g} seconds, "
+            f"got {quote(value)}"
+        )
     return None
 
 
 def _body_size(value: Any) -> str | None:
     if not 0 < value <= 1 << 30:
-        return f"must be between 1 and {1 << 30} bytes, got {value!r}"
+        return f"must be between 1 and {1 << 30} bytes, got {quote(value)}"
     return None
 
 
 def _retries(value: Any) -> str | None:
-    return None if 0 <= value <= 1000 else f"must be between 0 and 1000, got {value!r}"
+    return None if 0 <= value <= 1000 else f"must be between 0 and 1000, got {quote(value)}"
 
 
 def _non_negative(value: Any) -> str | None:
     if not 0 <= value <= MAX_SECONDS:
-        return f"must be between 0 and {MAX_SECONDS:g}, got {value!r}"
+        return f"must be between 0 and {MAX_SECONDS:g}, got {quote(value)}"
     return None
 
 
 def _port(value: Any) -> str | None:
-    return None if 0 <= value <= 65535 else f"must be a TCP port 0-65535, got {value!r}"
+    return None if 0 <= value <= 65535 else f"must be a TCP port 0-65535, got {quote(value)}"
 
 
 def _at_least(minimum: int) -> Any:
     def check(value: Any) -> str | None:
-        return None if value >= minimum else f"must be at least {minimum}, got {value!r}"
+        return None if value >= minimum else f"must be at least {minimum}, got {quote(value)}"
 
     return check
 
@@ -58,7 +66,12 @@ def _non_empty(value: Any) -> str | None:
 class LoggingSettings:
     """Structured logging."""
 
-    level: str = setting("INFO", "Minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL.", _level)
+    level: str = setting(
+        "INFO",
+        "Minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case).",
+        _level,
+        normalize=str.upper,
+    )
     json_format: bool = setting(True, "One JSON object per line (false: readable console lines).")
     file: str | None = setting(
         None, "Log file path (directory created; reopened after logrotate); null logs to stdout."
@@ -71,7 +84,7 @@ class ReloadSettings:
 
     hot_reload: bool = setting(False, "Watch the config file and apply valid changes live.")
     poll_interval: float = setting(
-        5.0, "Seconds between polls, the fallback where file events are missing.", _positive
+        5.0, "Seconds between polls, the fallback where file events are missing.", _seconds
     )
     debounce: float = setting(
         0.05, "Seconds to wait for a burst of file events to settle.", _non_negative
@@ -117,16 +130,16 @@ class VaultSettings:
     kv_version: int = setting(
         2,
         "KV engine version, 1 or 2.",
-        lambda v: None if v in (1, 2) else f"must be 1 or 2, got {v!r}",
+        lambda v: None if v in (1, 2) else f"must be 1 or 2, got {quote(v)}",
     )
     namespace: str | None = setting(None, "Vault Enterprise namespace.")
     verify: bool = setting(True, "Verify the server's TLS certificate.")
     ca_file: str | None = setting(None, "CA bundle used to verify the server's certificate.")
-    timeout: float = setting(10.0, "Seconds per Vault request.", _positive)
+    timeout: float = setting(10.0, "Seconds per Vault request.", _seconds)
     renew_fraction: float = setting(
         0.5,
         "Renew the token after this fraction of its TTL.",
-        lambda v: None if 0 < v < 1 else f"must be between 0 and 1, got {v!r}",
+        lambda v: None if 0 < v < 1 else f"must be between 0 and 1, got {quote(v)}",
     )
     auth: VaultAuthSettings = section(VaultAuthSettings)
 
@@ -164,15 +177,15 @@ class SecretsSettings:
     )
     auto_refresh: bool = setting(False, "Re-read secrets periodically and apply rotations live.")
     refresh_interval: float = setting(
-        3600.0, "Seconds between refreshes (+-10 % jitter).", _positive
+        3600.0, "Seconds between refreshes (+-10 % jitter).", _seconds
     )
     max_backoff: float = setting(
-        300.0, "Cap of the exponential back-off after failed refreshes (seconds).", _positive
+        300.0, "Cap of the exponential back-off after failed refreshes (seconds).", _seconds
     )
     stale_after: float | None = setting(
         None,
         "Seconds after which a cached secret counts as stale (default 2 x refresh_interval).",
-        lambda v: None if v is None else _positive(v),
+        lambda v: None if v is None else _seconds(v),
     )
     stale_makes_unready: bool = setting(False, "Report not ready while any secret is stale.")
     vault: VaultSettings = section(VaultSettings)
@@ -191,7 +204,7 @@ class GithubSettings:
     base_url: str = setting(
         "https://api.github.com", "REST v3 base URL (GitHub Enterprise: https://HOST/api/v3)."
     )
-    timeout: float = setting(10.0, "Seconds per request.", _positive)
+    timeout: float = setting(10.0, "Seconds per request.", _seconds)
     max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _retries)
 
 
@@ -205,7 +218,7 @@ class JiraSettings:
     api_token: str | None = setting(
         None, "Jira API token, usually secret://...; JIRA_API_TOKEN when unset.", secret=True
     )
-    timeout: float = setting(10.0, "Seconds per request.", _positive)
+    timeout: float = setting(10.0, "Seconds per request.", _seconds)
     max_retries: int = setting(3, "Retries on 5xx, 429 and connection errors.", _retries)
 
 
@@ -243,13 +256,13 @@ class ShutdownSettings:
         25.0, "Seconds in-flight requests get to finish after the listener closes.", _non_negative
     )
     hook_timeout: float = setting(
-        2.0, "Seconds one cleanup hook may take (unless it sets its own timeout).", _positive
+        2.0, "Seconds one cleanup hook may take (unless it sets its own timeout).", _seconds
     )
     hooks_timeout: float = setting(
-        3.0, "Seconds for all cleanup hooks together; hooks not reached are skipped.", _positive
+        3.0, "Seconds for all cleanup hooks together; hooks not reached are skipped.", _seconds
     )
     grace_period: float = setting(
-        30.0, "The platform's kill deadline (terminationGracePeriodSeconds).", _positive
+        30.0, "The platform's kill deadline (terminationGracePeriodSeconds).", _seconds
     )
 
 

@@ -10,11 +10,23 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 T = TypeVar("T")
 Check = Callable[[Any], str | None]
+#: How much of a rejected value an error quotes: a value can be megabytes long, and errors
+#: travel into the log and /ready.
+SHOWN_CHARS = 40
 
 
-def setting(default: Any, doc: str, check: Check | None = None, secret: bool = False) -> Any:
-    """Declare a config key: its default, a one-line doc, an optional check, whether secret."""
-    meta = {"doc": doc, "check": check, "secret": secret}
+def setting(
+    default: Any,
+    doc: str,
+    check: Check | None = None,
+    secret: bool = False,
+    normalize: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Declare a config key: its default, a one-line doc, an optional check, whether secret.
+
+    `normalize` maps an accepted value to its canonical form (after `check` passed).
+    """
+    meta = {"doc": doc, "check": check, "secret": secret, "normalize": normalize}
     if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
         factory = type(default) if dataclasses.is_dataclass(default) else (lambda: default)
         return dataclasses.field(default_factory=factory, metadata=meta, repr=not secret)
@@ -37,6 +49,26 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
     if hints is None:
         hints = _HINTS[cls] = typing.get_type_hints(cls)
     return hints
+
+
+def quote(value: Any) -> str:
+    """A rejected value as errors show it: its repr, cut to a short prefix."""
+    if isinstance(value, str):
+        if len(value) <= SHOWN_CHARS:
+            return repr(value)
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+    if value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} digits)"
+    return f"a {_type_name(value)}"
+
+
+def key_path(path: str, key: object) -> str:
+    """`path.key`, with an over-long key name cut (key names come from the file too)."""
+    name = str(key)
+    if len(name) > SHOWN_CHARS:
+        name = f"{name[:SHOWN_CHARS]}...({len(name)} characters)"
+    return f"{path}.{name}" if path else name
 
 
 def _describe(tp: Any) -> str:
@@ -80,7 +112,7 @@ def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     if origin is Literal:
         if value in get_args(tp) and type(value) is type(get_args(tp)[0]):
             return value
-        errors.append(f"{path}: expected {_describe(tp)}, got {value!r}")
+        errors.append(f"{path}: expected {_describe(tp)}, got {quote(value)}")
         return None
     if origin is tuple:
         if not isinstance(value, list):
@@ -115,7 +147,7 @@ def parse_dataclass(cls: type[T], raw: Any, path: str, errors: list[str]) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in raw:
         if key not in fields:
-            where = f"{path}.{key}" if path else str(key)
+            where = key_path(path, key)
             errors.append(f"{where}: unknown key (known keys: {', '.join(sorted(fields))})")
     values: dict[str, Any] = {}
     for name, f in fields.items():
@@ -130,7 +162,8 @@ def parse_dataclass(cls: type[T], raw: Any, path: str, errors: list[str]) -> T:
             if problem:
                 errors.append(f"{where}: {problem}")
             else:
-                values[name] = value
+                normalize = f.metadata.get("normalize")
+                values[name] = normalize(value) if normalize else value
     return cls(**values)
 
 

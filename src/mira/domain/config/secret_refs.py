@@ -8,6 +8,8 @@ from typing import Any
 from mira.domain.config.schema import flatten, to_dict
 
 PREFIX = "secret://"
+#: Longest reference accepted: references travel into errors, logs and metrics labels.
+MAX_REF_CHARS = 512
 
 
 @dataclass(frozen=True, order=True)
@@ -26,7 +28,7 @@ class SecretRef:
 
 def parse_secret_ref(value: Any) -> SecretRef | None:
     """`secret://a/b:key` -> SecretRef('a/b', 'key'); anything else -> None."""
-    if not isinstance(value, str) or not value.startswith(PREFIX):
+    if not isinstance(value, str) or not value.startswith(PREFIX) or len(value) > MAX_REF_CHARS:
         return None
     body = value[len(PREFIX) :]
     path, sep, key = body.rpartition(":")
@@ -40,7 +42,8 @@ def parse_secret_ref(value: Any) -> SecretRef | None:
 def invalid_refs(settings: Any) -> list[str]:
     """Values that start with secret:// but are not a well-formed reference."""
     return [
-        f"{path}: malformed secret reference (expected secret://path:key or secret://path)"
+        f"{path}: malformed secret reference (expected secret://path:key or secret://path, "
+        f"at most {MAX_REF_CHARS} characters)"
         for path, value in flatten(to_dict(settings)).items()
         if isinstance(value, str) and value.startswith(PREFIX) and parse_secret_ref(value) is None
     ]
