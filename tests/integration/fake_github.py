@@ -69,8 +69,14 @@ class FakeRestServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def fail_next(self, count: int, status: int = 503, retry_after: str | None = None) -> None:
-        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        retry_after: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        headers = {**(headers or {}), **({"Retry-After": retry_after} if retry_after else {})}
         with self.lock:
             self._failures.extend([(status, headers)] * count)
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from mira.domain.messages import InvalidMessage
-from mira.domain.plan import generate_plan, parse_plan_request
+from mira.plans.domain import generate_plan, parse_plan_request
 
 TODAY = dt.date(2026, 11, 28)
 VALID = {

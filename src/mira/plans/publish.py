@@ -3,97 +3,28 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Mapping
 from datetime import date
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
-from mira.domain.messages import InvalidMessage, MessageError
+from mira.domain.messages import InvalidMessage
+from mira.plans.domain import MAX_DESCRIPTION, MAX_GOALS
+from mira.plans.ports import Current, GithubPort, IntegrationUnavailable, JiraPort
 
 log = structlog.get_logger("mira.integrations")
 
 C = TypeVar("C")
-T_co = TypeVar("T_co", covariant=True)
 _REPOSITORY = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
 _PROJECT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 TARGETS = ("github", "jira")
-__all__ = ["ClientHolder", "IntegrationUnavailable", "InvalidMessage", "publish_plan"]
-
-
-class IntegrationUnavailable(MessageError):
-    """The integration is disabled or lacks configuration; `reason` names what is missing.
-
-    409: the request is well formed but the service's configuration cannot carry it out; the
-    operator (not the caller) must act, and repeating the request unchanged will not help.
-    """
-
-    status = 409
-
-    def __init__(self, integration: str, reason: str) -> None:
-        super().__init__(f"{integration} integration unavailable: {reason}")
-        self.integration = integration
-        self.reason = reason
-        #: the setting to fix (e.g. "integrations.github.token"), reported as the error's field
-        first = reason.split(" ", 1)[0].rstrip(":,")
-        self.field = first if first.startswith("integrations.") else None
-
-
-class Current(Protocol[T_co]):
-    def current(self) -> T_co: ...
-
-
-class ClientHolder(Generic[C]):
-    """Holds the live client; readers never lock, a swap leaves calls in flight on the old one."""
-
-    __slots__ = ("_client", "_lock")
-
-    def __init__(self, client: C) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def current(self) -> C:
-        return self._client
-
-    def swap(self, new: C) -> C:
-        """Install `new`; return the previous client (close it, it waits for its calls)."""
-        with self._lock:
-            old, self._client = self._client, new
-        return old
-
-
-class GithubPort(Protocol):
-    def list_milestones(self, repository: str) -> list[dict[str, Any]]: ...
-
-    def create_milestone(
-        self, repository: str, title: str, description: str, due_on: str | None
-    ) -> dict[str, Any]: ...
-
-    def list_issues(
-        self, repository: str, milestone: int | None = None
-    ) -> list[dict[str, Any]]: ...
-
-    def create_issue(
-        self, repository: str, title: str, body: str, milestone: int | None
-    ) -> dict[str, Any]: ...
-
-
-class JiraPort(Protocol):
-    def issue_types(self, project: str) -> list[str]: ...
-
-    def find_issues(
-        self, project: str, summary: str, issue_type: str | None = None
-    ) -> list[dict[str, Any]]: ...
-
-    def create_issue(
-        self,
-        project: str,
-        summary: str,
-        description: str,
-        issue_type: str = "Task",
-        labels: tuple[str, ...] = (),
-    ) -> dict[str, Any]: ...
+#: a plan's milestones, and its milestones and tasks together: one upstream write each at most
+MAX_MILESTONES = MAX_GOALS
+MAX_WRITES = 200
+#: characters of a milestone's or task's title (GitHub's own limit) and of its text
+MAX_TITLE = 256
+MAX_TEXT = MAX_DESCRIPTION
 
 
 Holder = Current[C] | IntegrationUnavailable | None
@@ -120,15 +51,24 @@ def _target(data: Mapping[str, Any]) -> str:
     if target is None:
         raise InvalidMessage("data.target", "is required: github or jira")
     if target not in TARGETS:
-        raise InvalidMessage("data.target", f"must be github or jira, got {target!r}")
+        raise InvalidMessage("data.target", f"must be github or jira, got {_short(target)}")
     return str(target)
+
+
+def _short(value: Any) -> str:
+    """The value as the error quotes it: a short prefix of a string, else only its type."""
+    if isinstance(value, str):
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    if isinstance(value, bool | float) or (isinstance(value, int) and value.bit_length() < 64):
+        return repr(value)
+    return type(value).__name__
 
 
 def _destination(data: Mapping[str, Any], target: str) -> str:
     if target == "github":
         repository = data.get("repository")
         if not isinstance(repository, str) or not _REPOSITORY.match(repository):
-            raise InvalidMessage("data.repository", f"must be owner/name, got {repository!r}")
+            raise InvalidMessage("data.repository", f"must be owner/name, got {_short(repository)}")
         return repository
     project = data.get("project")
     if project is None:
@@ -137,7 +77,7 @@ def _destination(data: Mapping[str, Any], target: str) -> str:
         )
     if not isinstance(project, str) or not _PROJECT.match(project):
         raise InvalidMessage(
-            "data.project", f"must be a Jira project key like PROJ, got {project!r}"
+            "data.project", f"must be a Jira project key like PROJ, got {_short(project)}"
         )
     return project.upper()
 
@@ -163,9 +103,12 @@ def _check_plan(plan: Mapping[str, Any]) -> None:
     milestones = plan.get("milestones")
     if not isinstance(milestones, list):
         raise InvalidMessage("data.plan.milestones", "must be a list")
+    if len(milestones) > MAX_MILESTONES:
+        raise InvalidMessage("data.plan.milestones", f"must hold at most {MAX_MILESTONES}")
+    writes = len(milestones)
     for i, milestone in enumerate(milestones):
         where = f"data.plan.milestones[{i}]"
-        _check_titled(milestone, where)
+        _check_item(milestone, where, ("goal",))
         if milestone.get("due_date") is not None:
             try:
                 date.fromisoformat(str(milestone["due_date"]))
@@ -174,16 +117,33 @@ def _check_plan(plan: Mapping[str, Any]) -> None:
         tasks = milestone.get("tasks", [])
         if not isinstance(tasks, list):
             raise InvalidMessage(f"{where}.tasks", "must be a list")
+        writes += len(tasks)
+        if writes > MAX_WRITES:
+            raise InvalidMessage(
+                "data.plan", f"must hold at most {MAX_WRITES} milestones and tasks in all"
+            )
         for j, task in enumerate(tasks):
-            _check_titled(task, f"{where}.tasks[{j}]")
+            _check_item(task, f"{where}.tasks[{j}]", ("description",))
 
 
-def _check_titled(item: Any, where: str) -> None:
+def _check_item(item: Any, where: str, texts: tuple[str, ...]) -> None:
+    """A milestone or task: an object with a bounded title and bounded optional text."""
     if not isinstance(item, Mapping):
         raise InvalidMessage(where, "must be an object")
     title = item.get("title")
     if not isinstance(title, str) or not title.strip():
         raise InvalidMessage(f"{where}.title", "must be a non-empty string")
+    if len(title) > MAX_TITLE:
+        raise InvalidMessage(f"{where}.title", f"must be at most {MAX_TITLE} characters")
+    for name in ("id", *texts):
+        value = item.get(name)
+        if value is not None and not isinstance(value, str | int | float):
+            raise InvalidMessage(f"{where}.{name}", "must be a string")
+        if len(str(value or "")) > MAX_TEXT:
+            raise InvalidMessage(f"{where}.{name}", f"must be at most {MAX_TEXT} characters")
+    week = item.get("week")
+    if week is not None and (not isinstance(week, int) or isinstance(week, bool)):
+        raise InvalidMessage(f"{where}.week", "must be an integer")
 
 
 def _available(integration: str, holder: Holder[C]) -> Current[C]:
