@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from mira.domain.config.model import Settings
+from mira.plans import schema
 from mira.plans.github import GithubClient
 from mira.plans.handlers import plan_handler, publish_handler, utc_today
 from mira.plans.integrations import Integrations, Observe, Resolve
@@ -41,8 +42,9 @@ def plan_messages(
     today: Callable[[], dt.date] = utc_today,
 ) -> MessageHandlers:
     """Register generate_plan and publish_plan; the integrations are built on first publish."""
-    handlers.register("generate_plan", plan_handler(today))
-    handlers.register("publish_plan", publish_handler(lambda: integrations().publish))
+    handlers.register("generate_plan", plan_handler(today), schema.GENERATE_PLAN)
+    publish = publish_handler(lambda: integrations().publish)
+    handlers.register("publish_plan", publish, schema.PUBLISH_PLAN)
     return handlers
 
 

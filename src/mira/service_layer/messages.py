@@ -18,9 +18,21 @@ class MessageHandlers:
 
     def __init__(self) -> None:
         self._handlers: dict[str, MessageHandler] = {}
+        self._schemas: dict[str, Mapping[str, Any]] = {}
 
-    def register(self, message_type: str, handler: MessageHandler) -> None:
+    def register(
+        self,
+        message_type: str,
+        handler: MessageHandler,
+        schema: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add `handler`; `schema` (JSON Schema of its `data`) goes into /openapi.json."""
         self._handlers[message_type] = handler
+        self._schemas[message_type] = schema or {"type": "object"}
+
+    def schemas(self) -> dict[str, Mapping[str, Any]]:
+        """Each message type's `data` schema, by type."""
+        return dict(sorted(self._schemas.items()))
 
     def types(self) -> list[str]:
         return sorted(self._handlers)
