@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mira.adapters.json_body import MAX_DEPTH, MAX_RESPONSE_BYTES
 from mira.plans.domain import MAX_GOALS, MAX_GOALS_TEXT, MAX_NAME
-from mira.plans.publish import MAX_MILESTONES, MAX_WRITES
+from mira.plans.validation import MAX_MILESTONES, MAX_WRITES
 from tests.integration.fake_github import FakeGithub
 from tests.integration.integrations_support import Service, running
 

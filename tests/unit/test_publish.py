@@ -13,7 +13,8 @@ from mira.plans.github import GithubClient
 from mira.plans.integrations import ClientHolder
 from mira.plans.jira import JiraClient
 from mira.plans.ports import IntegrationError, IntegrationUnavailable
-from mira.plans.publish import MAX_MILESTONES, MAX_TITLE, MAX_WRITES, publish_plan
+from mira.plans.publish import publish_plan
+from mira.plans.validation import MAX_MILESTONES, MAX_TITLE, MAX_WRITES
 
 TOKEN = "ghp_unit_secret_token_value"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mira.plans.domain import MAX_DESCRIPTION, MAX_GOALS, MAX_NAME, MAX_WEEKS
-from mira.plans.publish import MAX_MILESTONES, MAX_TEXT, MAX_TITLE
+from mira.plans.validation import MAX_MILESTONES, MAX_TEXT, MAX_TITLE, PROJECT, REPOSITORY, TARGETS
 
 
 def _text(limit: int, **extra: Any) -> dict[str, Any]:
@@ -63,9 +63,9 @@ PUBLISH_PLAN: dict[str, Any] = {
     "type": "object",
     "required": ["target", "plan"],
     "properties": {
-        "target": {"type": "string", "enum": ["github", "jira"]},
-        "repository": {"type": "string", "pattern": r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$"},
-        "project": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]*$"},
+        "target": {"type": "string", "enum": list(TARGETS)},
+        "repository": {"type": "string", "pattern": REPOSITORY.pattern},
+        "project": {"type": "string", "pattern": PROJECT.pattern},
         "plan": {"oneOf": [PLAN, GENERATE_PLAN], "description": "A plan or generate_plan's input"},
     },
 }
