@@ -31,10 +31,10 @@ def serve(mode: str, port: int, log_file: str) -> None:
     from mira.adapters.structlog_logging import configure_logging
     from mira.domain.config.model import LoggingSettings
     from mira.service_layer.bus import MessageBus
-    from mira.service_layer.messages import default_handlers
+    from mira.service_layer.messages import MessageHandlers
 
     configure_logging(LoggingSettings(file=log_file))
-    app = create_app(MessageBus(InMemoryJournal()), Metrics(), default_handlers(lambda: None))  # type: ignore[arg-type, return-value]
+    app = create_app(MessageBus(InMemoryJournal()), Metrics(), MessageHandlers())  # type: ignore[arg-type]
 
     @app.get("/bench")
     def bench() -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 import os
 import time
@@ -26,16 +25,16 @@ from mira.domain.config.model import (
     VaultSettings,
 )
 from mira.domain.ports import SecretsBackend
+from mira.plans import wiring as plans
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_effects import ConfigEffects
 from mira.service_layer.config_reload import ConfigReloader, ConfigSubscriptions
-from mira.service_layer.integrations import Integrations
-from mira.service_layer.messages import MessageHandlers, default_handlers, plan_handler
+from mira.service_layer.messages import MessageHandlers
 from mira.service_layer.runtime import Runtime
 from mira.service_layer.secret_cache import SecretCache
 from mira.service_layer.secret_fetch import SecretFetcher, SecretStaging
 from mira.service_layer.secrets import SecretCallbacks, SecretsManager
-from mira.service_layer.shutdown import ORDER_INTEGRATIONS, ShutdownHooks
+from mira.service_layer.shutdown import ShutdownHooks
 
 BUILTIN_BACKENDS = ("env", "vault", "kubernetes", "file")
 
@@ -151,65 +150,22 @@ def _secrets_manager(
     return manager
 
 
-def _github(
-    settings: Settings,
-    resolve: Callable[[str | None], Any],
-    observe: Callable[[str, str, float], None],
-) -> Any:
-    from mira.adapters.github_integration import github_client_from_settings
-
-    github = settings.integrations.github
-    return github_client_from_settings(github, resolve(github.token), observe=observe)
+def _live_settings(bus: MessageBus) -> Callable[[], Settings | None]:
+    return lambda: bus.state.settings
 
 
-def _jira(
-    settings: Settings,
-    resolve: Callable[[str | None], Any],
-    observe: Callable[[str, str, float], None],
-) -> Any:
-    from mira.adapters.jira_integration import jira_client_from_settings
-
-    jira = settings.integrations.jira
-    return jira_client_from_settings(
-        jira, resolve(jira.username), resolve(jira.api_token), observe=observe
-    )
-
-
-def _integrations(
-    secrets: SecretsManager,
-    bus: MessageBus,
-    metrics: Metrics,
-    subscriptions: ConfigSubscriptions,
-    handlers: MessageHandlers,
-    hooks: ShutdownHooks,
-    readiness_checks: dict[str, Any],
-) -> Integrations:
+def _integration_metrics(metrics: Metrics) -> Callable[[str, str, float], None]:
     def observe(integration: str, result: str, seconds: float) -> None:
         metrics.integration_requests.labels(integration, result).inc()
         metrics.integration_latency.labels(integration).observe(seconds)
 
-    integrations = Integrations(
-        {"github": _github, "jira": _jira},
-        secrets.get,
-        lambda: bus.state.settings,
-        plan_handler(_today),
-        observe,
-    )
-    subscriptions.subscribe("integrations", integrations.on_change)
-    handlers.register("publish_plan", integrations.publish)
-    hooks.add("integrations", integrations.close, order=ORDER_INTEGRATIONS)
-    readiness_checks["integrations"] = integrations.readiness
-    return integrations
+    return observe
 
 
 def _watcher_factory() -> Callable[..., Any]:
     from mira.adapters.watchdog_config import ConfigWatcher
 
     return ConfigWatcher
-
-
-def _today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
 
 
 def _server(app: Any, settings: Settings, metrics: Metrics) -> Iterator[Any]:
@@ -226,11 +182,6 @@ def _server(app: Any, settings: Settings, metrics: Metrics) -> Iterator[Any]:
 
 def _log_check(logs: LogPipeline) -> Callable[[Settings], list[str]]:
     return lambda settings: logs.check(settings.logging)
-
-
-def _integration_checks(integrations: Integrations, settings: Settings) -> dict[str, Any]:
-    integrations.configure(settings)
-    return integrations.checks()
 
 
 class Container(containers.DeclarativeContainer):
@@ -292,20 +243,23 @@ class Container(containers.DeclarativeContainer):
         bus.provided.current_state,
     )
 
-    message_handlers = providers.Singleton(default_handlers, today=providers.Object(_today))
     readiness_checks: providers.Singleton[dict[str, Any]] = providers.Singleton(dict)
     shutdown_hooks = providers.Singleton(ShutdownHooks)
+
+    # The plans app (mira.plans: generate_plan, publish_plan to GitHub/Jira) on this runtime.
     integrations = providers.Singleton(
-        _integrations,
-        secrets,
-        bus,
-        metrics,
+        plans.plan_integrations,
+        secret_cache.provided.get,
+        providers.Callable(_live_settings, bus),
+        providers.Callable(_integration_metrics, metrics),
         subscriptions,
-        message_handlers,
         shutdown_hooks,
         readiness_checks,
     )
-    integration_checks = providers.Callable(_integration_checks, integrations, settings)
+    message_handlers = providers.Singleton(
+        plans.plan_messages, providers.Factory(MessageHandlers), integrations.provider
+    )
+    integration_checks = providers.Callable(plans.doctor_checks, integrations, settings)
     web_app = providers.Singleton(
         create_app,
         bus,

@@ -69,8 +69,14 @@ class FakeRestServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def fail_next(self, count: int, status: int = 503, retry_after: str | None = None) -> None:
-        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        retry_after: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        headers = {**(headers or {}), **({"Retry-After": retry_after} if retry_after else {})}
         with self.lock:
             self._failures.extend([(status, headers)] * count)
 
@@ -116,10 +122,16 @@ class FakeGithub(FakeRestServer):
 
     PREFIX = "/api/v3"
 
-    def __init__(self, tokens: set[str], repositories: tuple[str, ...] = ("acme/app",)) -> None:
+    def __init__(
+        self,
+        tokens: set[str],
+        repositories: tuple[str, ...] = ("acme/app",),
+        any_repository: bool = False,
+    ) -> None:
         super().__init__({f"Bearer {t}" for t in tokens})
         self.milestones: dict[str, list[dict[str, Any]]] = {r: [] for r in repositories}
         self.issues: dict[str, list[dict[str, Any]]] = {r: [] for r in repositories}
+        self.any_repository = any_repository  # every repository exists (empty at first)
 
     @property
     def base_url(self) -> str:
@@ -142,6 +154,9 @@ class FakeGithub(FakeRestServer):
         if (method, path) == ("GET", "/user"):
             return 200, {"login": "mira-bot"}, {}
         found = re.fullmatch(r"/repos/([^/]+/[^/]+)/(milestones|issues)", path)
+        if found and self.any_repository:
+            self.milestones.setdefault(found[1], [])
+            self.issues.setdefault(found[1], [])
         if not found or found[1] not in self.milestones:
             return 404, {"message": "Not Found"}, {}
         repo, kind = found[1], found[2]

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from mira.adapters.github_integration import GithubClient
-from mira.adapters.http_retry import IntegrationError
-from mira.adapters.jira_integration import JiraClient
 from mira.domain.config.model import GithubSettings, JiraSettings
-from mira.service_layer.messages import plan_handler
-from mira.service_layer.publish import ClientHolder, InvalidMessage, publish_plan
+from mira.domain.messages import InvalidMessage
+from mira.plans.github import GithubClient
+from mira.plans.handlers import plan_handler
+from mira.plans.integrations import ClientHolder
+from mira.plans.jira import JiraClient
+from mira.plans.ports import IntegrationError
+from mira.plans.publish import publish_plan
 from tests.integration.fake_github import FakeGithub
 from tests.integration.fake_jira import FakeJira, basic
 from tests.support import wait_until
@@ -177,17 +179,47 @@ def test_a_rejected_token_gives_a_clear_error_without_the_token(github: FakeGith
     assert _gh_client(github, NEW).check().startswith("github ok: authenticated as mira-bot")
 
 
+def test_a_post_is_not_repeated_after_an_ambiguous_502_but_is_after_a_503(
+    github: FakeGithub,
+) -> None:
+    client = _gh_client(github)
+    github.fail_next(1, 502)
+    with pytest.raises(IntegrationError, match=r"HTTP 502"):
+        client.create_milestone("acme/app", "Once", "", None)
+    assert [(c.method, c.status) for c in github.calls] == [("POST", 502)]
+    github.fail_next(1, 503, retry_after="0")
+    client.create_milestone("acme/app", "Twice", "", None)
+    assert [(c.method, c.status) for c in github.calls[1:]] == [("POST", 503), ("POST", 201)]
+    assert [m["title"] for m in github.milestones["acme/app"]] == ["Twice"]
+
+
+def test_githubs_rate_limit_403_is_waited_out_until_the_reset(github: FakeGithub) -> None:
+    reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 2)}
+    github.fail_next(1, 403, headers=reset)
+    assert _gh_client(github).check().startswith("github ok")
+    limited, retried = github.calls
+    assert (limited.status, retried.status) == (403, 200)
+    assert 0.5 <= retried.at - limited.at < 10.0  # waited for X-RateLimit-Reset (whole seconds)
+
+
+def test_an_ordinary_403_is_answered_at_once(github: FakeGithub) -> None:
+    github.fail_next(1, 403)
+    with pytest.raises(IntegrationError, match=r"HTTP 403"):
+        _gh_client(github).check()
+    assert len(github.calls) == 1
+
+
 def test_an_unreachable_server_gives_up_after_the_retries_with_a_clear_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
     settings = GithubSettings(enabled=True, base_url=f"http://127.0.0.1:{port}", max_retries=2)
-    slept: list[float] = []
-    client = GithubClient(settings, OLD, sleep=slept.append)
-    with pytest.raises(IntegrationError) as caught:
+    client = GithubClient(settings, OLD)
+    with capture_logs() as logs, pytest.raises(IntegrationError) as caught:
         _publish_gh(ClientHolder(client))
     assert str(caught.value) == f"github: ConnectionError talking to http://127.0.0.1:{port}"
-    assert len(slept) == 2
+    retries = [e for e in logs if e["event"] == "integration_retry"]
+    assert [(e["attempt"], e["status"]) for e in retries] == [(1, None), (2, None)]
 
 
 def test_jira_cloud_publish_creates_epics_and_tasks_once(jira: FakeJira) -> None:

@@ -13,8 +13,9 @@ from mira.domain import commands as cmd
 from mira.domain import events as ev
 from mira.domain.config.loading import load_settings
 from mira.domain.messages import InvalidMessage, UnknownMessageType
+from mira.plans.handlers import plan_handler
 from mira.service_layer.bus import MessageBus
-from mira.service_layer.messages import default_handlers
+from mira.service_layer.messages import MessageHandlers
 from mira.testing import RecordingJournal
 
 
@@ -78,14 +79,20 @@ def test_submit_before_start_fails_clearly() -> None:
         future.result(1)
 
 
+def _plan_handlers() -> MessageHandlers:
+    handlers = MessageHandlers()
+    handlers.register("generate_plan", plan_handler(lambda: dt.date(2026, 1, 1)))
+    return handlers
+
+
 def test_unknown_message_type_names_the_supported_types() -> None:
-    handlers = default_handlers(lambda: dt.date(2026, 1, 1))
+    handlers = _plan_handlers()
     with pytest.raises(UnknownMessageType, match="supported types: generate_plan"):
         handlers.process_message({"type": "make_coffee", "data": {}})
 
 
 def test_registry_is_extensible_and_validates_the_envelope() -> None:
-    handlers = default_handlers(lambda: dt.date(2026, 1, 1))
+    handlers = _plan_handlers()
     handlers.register("echo", lambda data: dict(data))
     assert handlers.process_message({"type": "echo", "data": {"a": 1}}) == {"a": 1}
     assert handlers.types() == ["echo", "generate_plan"]

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
 from mira.domain.messages import InvalidMessage
-from mira.domain.plan import generate_plan, parse_plan_request
+from mira.plans.domain import (
+    MAX_DESCRIPTION,
+    MAX_GOALS,
+    MAX_GOALS_TEXT,
+    MAX_NAME,
+    generate_plan,
+    parse_plan_request,
+)
 
 TODAY = dt.date(2026, 11, 28)
 VALID = {
@@ -68,3 +76,33 @@ def test_missing_duration_is_named() -> None:
     data = {k: v for k, v in VALID.items() if k != "duration_weeks"}
     with pytest.raises(InvalidMessage, match=r"data\.duration_weeks: is required"):
         parse_plan_request(data, TODAY)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"goals": ["g"] * (MAX_GOALS + 1)}, "data.goals"),
+        ({"goals": ["g" * (MAX_NAME + 1)]}, "data.goals[0]"),
+        ({"goals": ["g" * 200] * 26}, "data.goals"),  # 5200 characters in all
+        ({"name": "n" * (MAX_NAME + 1)}, "data.name"),
+        ({"name": "   "}, "data.name"),
+        ({"description": "d" * (MAX_DESCRIPTION + 1)}, "data.description"),
+        ({"start_date": "9999-12-31"}, "data.start_date"),
+        ({"start_date": "9999-12-01", "duration_weeks": 5}, "data.start_date"),
+    ],
+)
+def test_input_over_the_bounds_names_the_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        parse_plan_request({**VALID, **change}, TODAY)
+    assert info.value.field == field
+
+
+def test_the_last_possible_start_date_still_gives_a_plan() -> None:
+    last = dt.date.max - dt.timedelta(weeks=12)
+    assert plan(start_date=last.isoformat())["end_date"] == "9999-12-30"
+
+
+def test_a_plan_of_the_largest_accepted_input_is_bounded() -> None:
+    goals = ["g" * (MAX_GOALS_TEXT // MAX_GOALS)] * MAX_GOALS
+    result = plan(name="n" * MAX_NAME, goals=goals, description="d" * MAX_DESCRIPTION)
+    assert len(json.dumps(result)) < 200_000

@@ -1,25 +1,20 @@
-"""publish_plan validation and idempotency with hand-written fakes; retry policy without sleeps."""
+"""publish_plan validation, bounds and idempotency with hand-written fakes; the retry rules on
+urllib3's Retry and the caller's errors, without sleeps or network."""
 
 from __future__ import annotations
 
-import json
-from email.utils import formatdate
 from typing import Any
 
 import pytest
-import requests
-from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from mira.adapters.github_integration import GithubClient, github_client_from_settings
-from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy, parse_retry_after
-from mira.adapters.jira_integration import jira_client_from_settings
 from mira.domain.config.model import GithubSettings, JiraSettings
-from mira.service_layer.publish import (
-    ClientHolder,
-    IntegrationUnavailable,
-    InvalidMessage,
-    publish_plan,
-)
+from mira.domain.messages import InvalidMessage
+from mira.plans.github import GithubClient
+from mira.plans.integrations import ClientHolder
+from mira.plans.jira import JiraClient
+from mira.plans.ports import IntegrationError, IntegrationUnavailable
+from mira.plans.publish import publish_plan
+from mira.plans.validation import MAX_MILESTONES, MAX_TITLE, MAX_WRITES
 
 TOKEN = "ghp_unit_secret_token_value"
 
@@ -173,13 +168,67 @@ def test_disabled_integration_is_reported_as_unavailable() -> None:
 
 def test_missing_token_names_the_setting() -> None:
     with pytest.raises(IntegrationUnavailable) as caught:
-        github_client_from_settings(GithubSettings(enabled=True), None)
+        GithubClient(GithubSettings(enabled=True), None)
     assert "integrations.github.token is not set" in caught.value.reason
+    assert caught.value.field == "integrations.github.token"
     message = {"target": "github", "repository": "a/b", "plan": PLAN}
     with pytest.raises(IntegrationUnavailable, match=r"integrations\.github\.token"):
         publish_plan(message, github=caught.value, jira=None, make_plan=_no_plan)
     with pytest.raises(IntegrationUnavailable, match=r"integrations\.jira\.url is not set"):
-        jira_client_from_settings(JiraSettings(enabled=True), "u", "t")
+        JiraClient(JiraSettings(enabled=True), "u", "t")
+    with pytest.raises(IntegrationUnavailable, match=r"integrations\.jira\.url must be an http"):
+        JiraClient(JiraSettings(enabled=True, url="ftp://jira.example"), "u", "t")
+    with pytest.raises(IntegrationUnavailable, match=r"integrations\.jira\.api_token is not set"):
+        JiraClient(JiraSettings(enabled=True, url="http://127.0.0.1:9"), "u", None)
+
+
+def _milestones(count: int, tasks: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"title": f"M{i}", "tasks": [{"title": f"T{i}.{j}"} for j in range(tasks)]}
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("plan", "field"),
+    [
+        ({"milestones": _milestones(MAX_MILESTONES + 1)}, "data.plan.milestones"),
+        ({"milestones": _milestones(40, tasks=5)}, "data.plan"),  # 240 writes
+        ({"milestones": [{"title": "x" * (MAX_TITLE + 1)}]}, "data.plan.milestones[0].title"),
+        ({"milestones": [{"title": "M", "goal": "g" * 2001}]}, "data.plan.milestones[0].goal"),
+        (
+            {"milestones": [{"title": "M", "tasks": [{"title": "T", "description": ["x"]}]}]},
+            "data.plan.milestones[0].tasks[0].description",
+        ),
+        (
+            {"milestones": [{"title": "M", "tasks": [{"title": "T", "week": "soon"}]}]},
+            "data.plan.milestones[0].tasks[0].week",
+        ),
+    ],
+)
+def test_a_plan_over_the_bounds_is_refused_before_any_upstream_call(
+    plan: dict[str, Any], field: str
+) -> None:
+    fake = FakeGithub()
+    with pytest.raises(InvalidMessage) as caught:
+        _publish_github(fake, plan=plan)
+    assert caught.value.field == field
+    assert fake.calls == []
+
+
+def test_a_plan_at_the_bounds_makes_at_most_max_writes() -> None:
+    fake = FakeGithub()
+    per = MAX_WRITES // MAX_MILESTONES - 1
+    result = _publish_github(fake, plan={"milestones": _milestones(MAX_MILESTONES, per)})
+    writes = [c for c in fake.calls if c[0].startswith("create")]
+    assert len(writes) == MAX_WRITES == len(result["created"]["issues"]) + MAX_MILESTONES
+
+
+def test_an_error_quotes_only_a_short_prefix_of_a_bad_value() -> None:
+    message = {"target": "github", "repository": "x" * 100_000, "plan": PLAN}
+    with pytest.raises(InvalidMessage) as caught:
+        publish_plan(message, github=ClientHolder(FakeGithub()), jira=None, make_plan=_no_plan)
+    assert len(str(caught.value)) < 120
 
 
 def test_generate_plan_errors_name_the_field_inside_plan() -> None:
@@ -270,136 +319,3 @@ def test_client_holder_swap_returns_the_old_client() -> None:
     holder = ClientHolder(first)
     assert holder.swap(second) is first
     assert holder.current() is second
-
-
-# --- retry policy ----------------------------------------------------------------------------
-
-
-def _response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    response = requests.Response()
-    response.status_code = status
-    response.headers.update(headers or {})
-    response._content = json.dumps(body if body is not None else {}).encode()
-    return response
-
-
-class ScriptedSession(requests.Session):
-    """Answers each request with the next scripted response (or raises it)."""
-
-    def __init__(self, script: list[Any]) -> None:
-        super().__init__()
-        self.script = script
-        self.sent: list[tuple[str, str]] = []
-        self.closed = False
-        self.during: list[Any] = []
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        self.sent.append((method, url))
-        step = self.script.pop(0)
-        if callable(step):
-            step = step()
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _caller(script: list[Any], retries: int = 3) -> tuple[Caller, ScriptedSession, list[float]]:
-    slept: list[float] = []
-    session = ScriptedSession(script)
-    policy = RetryPolicy(max_retries=retries, rand=lambda: 0.5)
-    caller = Caller("github", session, policy, 5.0, {}, (TOKEN,), sleep=slept.append)
-    caller.clock = lambda: 1_000_000.0
-    return caller, session, slept
-
-
-def test_server_errors_are_retried_with_exponential_backoff() -> None:
-    script = [_response(503), _response(500), _response(502), _response(200, {"ok": 1})]
-    caller, session, slept = _caller(script)
-    assert caller.request("GET", "http://127.0.0.1/x").json() == {"ok": 1}
-    assert slept == pytest.approx([0.25, 0.45, 0.85])
-    assert len(session.sent) == 4
-
-
-def test_retry_after_seconds_and_http_date_are_honoured_and_capped() -> None:
-    date = formatdate(1_000_000.0 + 12, usegmt=True)
-    script = [
-        _response(429, headers={"Retry-After": "3"}),
-        _response(503, headers={"Retry-After": date}),
-        _response(429, headers={"Retry-After": "3600"}),
-        _response(200),
-    ]
-    caller, _, slept = _caller(script)
-    caller.request("GET", "http://127.0.0.1/x")
-    assert slept == pytest.approx([3.0, 12.0, 30.0])
-
-
-def test_backoff_never_exceeds_the_cap() -> None:
-    policy = RetryPolicy(rand=lambda: 1.0)
-    assert [policy.backoff(n) for n in (0, 4, 10)] == pytest.approx([0.3, 3.3, 5.0])
-    assert parse_retry_after("soon", 0.0) is None
-
-
-def test_client_errors_fail_at_once_without_the_token() -> None:
-    body = {"message": f"Bad credentials for {TOKEN}"}
-    caller, session, slept = _caller([_response(401, body)])
-    with pytest.raises(IntegrationError) as caught:
-        caller.request("GET", "http://127.0.0.1/user")
-    assert caught.value.upstream_status == 401 and slept == [] and len(session.sent) == 1
-    assert TOKEN not in str(caught.value)
-    assert "credentials rejected" in str(caught.value)
-
-
-def test_gives_up_after_max_retries() -> None:
-    script = [requests.ConnectionError("refused")] * 3
-    caller, session, slept = _caller(script, retries=2)
-    with pytest.raises(IntegrationError, match=r"ConnectionError talking to http://127\.0\.0\.1"):
-        caller.request("GET", "http://127.0.0.1/x")
-    assert len(session.sent) == 3 and len(slept) == 2
-
-
-def test_post_is_not_repeated_after_an_ambiguous_failure() -> None:
-    caller, session, _ = _caller([_response(502), _response(201)])
-    with pytest.raises(IntegrationError):
-        caller.request("POST", "http://127.0.0.1/issues")
-    assert len(session.sent) == 1
-    caller, session, _ = _caller([_response(503), _response(201)])
-    assert caller.request("POST", "http://127.0.0.1/issues").status_code == 201
-
-
-def test_post_is_repeated_when_the_connection_was_never_made() -> None:
-    refused = requests.ConnectionError(MaxRetryError(None, "/", NewConnectionError(None, "no")))  # type: ignore[arg-type]
-    caller, session, _ = _caller([refused, _response(201)])
-    assert caller.request("POST", "http://127.0.0.1/issues").status_code == 201
-    caller, session, _ = _caller([requests.ConnectionError("reset by peer"), _response(201)])
-    with pytest.raises(IntegrationError, match="ConnectionError"):
-        caller.request("POST", "http://127.0.0.1/issues")
-    assert len(session.sent) == 1
-
-
-def test_github_rate_limit_403_is_waited_out() -> None:
-    reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(1_000_000 + 4)}
-    caller, _, slept = _caller([_response(403, {"message": "rate limit"}, reset), _response(200)])
-    caller.request("GET", "http://127.0.0.1/x")
-    assert slept == [4.0]
-
-
-def test_close_waits_for_the_call_in_flight() -> None:
-    holder: list[Caller] = []
-
-    def close_mid_call() -> Any:
-        holder[0].close()  # what a credential swap does while this call is running
-        assert not session.closed
-        return _response(200)
-
-    caller, session, _ = _caller([close_mid_call])
-    holder.append(caller)
-    caller.request("GET", "http://127.0.0.1/x")
-    assert session.closed
-
-
-def test_client_repr_and_errors_hide_the_token() -> None:
-    client = GithubClient(GithubSettings(enabled=True, base_url="http://127.0.0.1:9"), TOKEN)
-    assert TOKEN not in repr(client)

@@ -12,6 +12,8 @@ from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
+from mira.adapters import json_body
+from mira.adapters.openapi import openapi_document
 from mira.adapters.prometheus_metrics import Metrics
 from mira.adapters.structlog_logging import LogPipeline
 from mira.adapters.wsgi_context import RequestContext
@@ -92,21 +94,24 @@ def create_app(
 
     @app.post("/api/v1/messages")
     def messages() -> Response:
-        raw = request.get_data(cache=False)
         try:
-            message = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            where = (
-                f" at line {exc.lineno}, column {exc.colno}"
-                if isinstance(exc, json.JSONDecodeError)
-                else ""
-            )
-            return _error(400, f"body: malformed JSON{where}", field="body")
+            json_body.check_content_type(request.mimetype, request.mimetype_params.get("charset"))
+            message = json_body.parse(request.get_data(cache=False))
+        except json_body.BodyError as exc:
+            return _error(exc.status, str(exc), field="body")
         try:
             result = handlers.process_message(message)
         except MessageError as exc:
             return _error(exc.status, str(exc), field=getattr(exc, "field", None))
-        return json_response({"status": "success", "data": result})
+        try:
+            data = json_body.encode({"status": "success", "data": result})
+        except json_body.BodyError as exc:
+            return _error(exc.status, str(exc), field="body")
+        return Response(logs.redactor(data), mimetype="application/json")
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return json_response(openapi_document(handlers))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -22,9 +22,12 @@ class InvalidMessage(MessageError):
 
 
 class UnknownMessageType(MessageError):
+    field = "type"
+
     def __init__(self, given: object, supported: list[str]) -> None:
+        shown = given[:40] + "..." if isinstance(given, str) and len(given) > 40 else given
         super().__init__(
-            f"type: unsupported message type {given!r}; supported types: {', '.join(supported)}"
+            f"type: unsupported message type {shown!r}; supported types: {', '.join(supported)}"
         )
         self.supported = supported
 

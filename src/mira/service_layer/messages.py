@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
 from mira.domain.messages import InvalidMessage, UnknownMessageType
-from mira.domain.plan import generate_plan, parse_plan_request
 from mira.domain.ports import MessageHandler
 
 log = structlog.get_logger("mira.app")
@@ -20,9 +18,21 @@ class MessageHandlers:
 
     def __init__(self) -> None:
         self._handlers: dict[str, MessageHandler] = {}
+        self._schemas: dict[str, Mapping[str, Any]] = {}
 
-    def register(self, message_type: str, handler: MessageHandler) -> None:
+    def register(
+        self,
+        message_type: str,
+        handler: MessageHandler,
+        schema: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add `handler`; `schema` (JSON Schema of its `data`) goes into /openapi.json."""
         self._handlers[message_type] = handler
+        self._schemas[message_type] = schema or {"type": "object"}
+
+    def schemas(self) -> dict[str, Mapping[str, Any]]:
+        """Each message type's `data` schema, by type."""
+        return dict(sorted(self._schemas.items()))
 
     def types(self) -> list[str]:
         return sorted(self._handlers)
@@ -42,18 +52,3 @@ class MessageHandlers:
             raise InvalidMessage("data", "is required and must be an object")
         log.info("Processing message", message_type=message_type)
         return handler(data)
-
-
-def plan_handler(today: Callable[[], dt.date]) -> MessageHandler:
-    """The generate_plan handler; `today` supplies the default start date."""
-
-    def handle(data: Mapping[str, Any]) -> dict[str, Any]:
-        return generate_plan(parse_plan_request(data, today()))
-
-    return handle
-
-
-def default_handlers(today: Callable[[], dt.date]) -> MessageHandlers:
-    handlers = MessageHandlers()
-    handlers.register("generate_plan", plan_handler(today))
-    return handlers

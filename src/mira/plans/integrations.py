@@ -5,14 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 
 from mira.domain.config.model import Settings
 from mira.domain.messages import MessageError
 from mira.domain.secret_value import SecretValue
-from mira.service_layer.publish import ClientHolder, IntegrationUnavailable, publish_plan
+from mira.plans.ports import IntegrationUnavailable
+from mira.plans.publish import publish_plan
 
 log = structlog.get_logger("mira.integrations")
 NAMES = ("github", "jira")
@@ -20,6 +21,28 @@ Resolve = Callable[[str | None], SecretValue | None]
 Observe = Callable[[str, str, float], None]
 #: builder(settings, resolve, observe) -> client, raising IntegrationUnavailable when unusable
 Builder = Callable[[Settings, Resolve, Observe], Any]
+C = TypeVar("C")
+
+
+class ClientHolder(Generic[C]):
+    """Holds the live client; readers never lock, a swap leaves calls in flight on the old one."""
+
+    __slots__ = ("_client", "_lock")
+
+    def __init__(self, client: C) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def current(self) -> C:
+        return self._client
+
+    def swap(self, new: C) -> C:
+        """Install `new`; return the previous client (close it, it waits for its calls)."""
+        with self._lock:
+            old, self._client = self._client, new
+        return old
+
+
 Slot = ClientHolder[Any] | IntegrationUnavailable | None
 
 

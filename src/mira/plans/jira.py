@@ -10,10 +10,10 @@ from typing import Any
 import requests
 import structlog
 
-from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy, is_http_url
 from mira.domain.config.model import JiraSettings
 from mira.domain.secret_value import SecretValue
-from mira.service_layer.publish import IntegrationUnavailable
+from mira.plans.http import Caller, is_http_url, retry_policy
+from mira.plans.ports import IntegrationError, IntegrationUnavailable
 
 log = structlog.get_logger("mira.integrations")
 PAGE = 100
@@ -26,13 +26,16 @@ def _reveal(value: str | SecretValue | None) -> str:
 
 
 class JiraClient:
-    """Basic auth (Cloud: e-mail + API token) or Bearer PAT (Server, username None)."""
+    """Basic auth (Cloud: e-mail + API token) or Bearer PAT (Server, username None).
+
+    Raises IntegrationUnavailable naming the setting when the settings cannot work.
+    """
 
     def __init__(
         self,
         settings: JiraSettings,
         username: str | SecretValue | None,
-        api_token: str | SecretValue,
+        api_token: str | SecretValue | None,
         session: requests.Session | None = None,
         *,
         sleep: Callable[[float], None] | None = None,
@@ -41,19 +44,22 @@ class JiraClient:
         token, user = _reveal(api_token), _reveal(username)
         if not settings.url:
             raise IntegrationUnavailable("jira", "integrations.jira.url is not set")
+        if not is_http_url(settings.url):
+            raise IntegrationUnavailable(
+                "jira", f"integrations.jira.url must be an http(s) URL, got {settings.url!r}"
+            )
         if not token:
-            raise IntegrationUnavailable("jira", "integrations.jira.api_token is not set")
+            raise IntegrationUnavailable(
+                "jira", "integrations.jira.api_token is not set (nor JIRA_API_TOKEN)"
+            )
         self._base = settings.url.rstrip("/")
         basic = base64.b64encode(f"{user}:{token}".encode()).decode()
         auth = f"Basic {basic}" if user else f"Bearer {token}"
         headers = {"Authorization": auth, "Accept": "application/json"}
-        policy = RetryPolicy(max_retries=settings.max_retries)
+        retry = retry_policy("jira", settings.max_retries, sleep)
         self._caller = Caller(
-            "jira", session or requests.Session(), policy, settings.timeout, headers, (token, basic)
+            "jira", retry, settings.timeout, headers, (token, basic), session, observe
         )
-        if sleep is not None:
-            self._caller.sleep = sleep
-        self._caller.observe = observe
         self._legacy_search = False
 
     def __repr__(self) -> str:
@@ -148,26 +154,3 @@ class JiraClient:
         if not isinstance(body, dict):
             raise IntegrationError("jira", response.status_code, f"{path}: expected an object")
         return body
-
-
-def jira_client_from_settings(
-    settings: JiraSettings,
-    username: str | SecretValue | None,
-    api_token: str | SecretValue | None,
-    session: requests.Session | None = None,
-    observe: Callable[[str, str, float], None] | None = None,
-) -> JiraClient:
-    """Build the client or raise IntegrationUnavailable naming the missing setting."""
-    if not settings.enabled:
-        raise IntegrationUnavailable("jira", "integrations.jira.enabled is false")
-    if not settings.url:
-        raise IntegrationUnavailable("jira", "integrations.jira.url is not set")
-    if not is_http_url(settings.url):
-        raise IntegrationUnavailable(
-            "jira", f"integrations.jira.url must be an http(s) URL, got {settings.url!r}"
-        )
-    if not _reveal(api_token):
-        raise IntegrationUnavailable(
-            "jira", "integrations.jira.api_token is not set (nor JIRA_API_TOKEN)"
-        )
-    return JiraClient(settings, username, _reveal(api_token), session, observe=observe)

@@ -1,4 +1,4 @@
-"""Plan generation: a pure function from a validated request to a plan."""
+"""Plan generation: a pure function from a validated request to a plan, within stated bounds."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from typing import Any
 from mira.domain.messages import InvalidMessage, require
 
 MAX_WEEKS = 520
-MAX_GOALS = 100
-MAX_TEXT = 2000
+MAX_GOALS = 50
+#: characters of one name or goal, of the description, and of all goals together
+MAX_NAME = 200
+MAX_DESCRIPTION = 2000
+MAX_GOALS_TEXT = 5000
 TASK_STEPS = (("Plan", 0.0), ("Build", 0.34), ("Review", 0.67))
 
 
@@ -24,30 +27,27 @@ class PlanRequest:
     start_date: dt.date
 
 
-def _text(data: Mapping[str, Any], field: str) -> str:
-    value: str = require(data, field, str)
-    if not value.strip():
-        raise InvalidMessage(f"data.{field}", "must not be empty")
-    if len(value) > MAX_TEXT:
-        raise InvalidMessage(f"data.{field}", f"must be at most {MAX_TEXT} characters")
+def _text(value: Any, where: str, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidMessage(where, "must be a non-empty string")
+    if len(value) > limit:
+        raise InvalidMessage(where, f"must be at most {limit} characters")
     return value.strip()
 
 
-def parse_plan_request(data: Any, today: dt.date) -> PlanRequest:
-    """Validate generate_plan's `data`; `today` is the start when no start_date is given."""
-    if not isinstance(data, Mapping):
-        raise InvalidMessage("data", "must be an object")
+def _goals(data: Mapping[str, Any]) -> tuple[str, ...]:
     goals = require(data, "goals", list)
     if not goals:
         raise InvalidMessage("data.goals", "must contain at least one goal")
     if len(goals) > MAX_GOALS:
         raise InvalidMessage("data.goals", f"must contain at most {MAX_GOALS} goals")
-    for i, goal in enumerate(goals):
-        if not isinstance(goal, str) or not goal.strip():
-            raise InvalidMessage(f"data.goals[{i}]", "must be a non-empty string")
-    weeks = require(data, "duration_weeks", int)
-    if not 0 < weeks <= MAX_WEEKS:
-        raise InvalidMessage("data.duration_weeks", f"must be between 1 and {MAX_WEEKS}")
+    texts = tuple(_text(goal, f"data.goals[{i}]", MAX_NAME) for i, goal in enumerate(goals))
+    if sum(len(g) for g in texts) > MAX_GOALS_TEXT:
+        raise InvalidMessage("data.goals", f"must hold at most {MAX_GOALS_TEXT} characters in all")
+    return texts
+
+
+def _start(data: Mapping[str, Any], weeks: int, today: dt.date) -> dt.date:
     start = today
     if data.get("start_date") is not None:
         raw = require(data, "start_date", str)
@@ -55,15 +55,34 @@ def parse_plan_request(data: Any, today: dt.date) -> PlanRequest:
             start = dt.date.fromisoformat(raw)
         except ValueError:
             raise InvalidMessage("data.start_date", "must be a date like 2026-01-05") from None
+    if (dt.date.max - start).days < weeks * 7:
+        raise InvalidMessage(
+            "data.start_date", f"leaves no room for {weeks} weeks before {dt.date.max}"
+        )
+    return start
+
+
+def parse_plan_request(data: Any, today: dt.date) -> PlanRequest:
+    """Validate generate_plan's `data`; `today` is the start when no start_date is given."""
+    if not isinstance(data, Mapping):
+        raise InvalidMessage("data", "must be an object")
+    goals = _goals(data)
+    weeks = require(data, "duration_weeks", int)
+    if not 0 < weeks <= MAX_WEEKS:
+        raise InvalidMessage("data.duration_weeks", f"must be between 1 and {MAX_WEEKS}")
     description = data.get("description", "")
+    if description is None:
+        description = ""
     if not isinstance(description, str):
         raise InvalidMessage("data.description", "must be a string")
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidMessage("data.description", f"must be at most {MAX_DESCRIPTION} characters")
     return PlanRequest(
-        name=_text(data, "name"),
-        description=description.strip()[:MAX_TEXT],
-        goals=tuple(g.strip() for g in goals),
+        name=_text(require(data, "name", str), "data.name", MAX_NAME),
+        description=description.strip(),
+        goals=goals,
         duration_weeks=weeks,
-        start_date=start,
+        start_date=_start(data, weeks, today),
     )
 
 

@@ -8,43 +8,50 @@ from typing import Any
 import requests
 import structlog
 
-from mira.adapters.http_retry import Caller, IntegrationError, RetryPolicy, is_http_url
 from mira.domain.config.model import GithubSettings
 from mira.domain.secret_value import SecretValue
-from mira.service_layer.publish import IntegrationUnavailable
+from mira.plans.http import Caller, is_http_url, retry_policy
+from mira.plans.ports import IntegrationError, IntegrationUnavailable
 
 log = structlog.get_logger("mira.integrations")
 PER_PAGE = 100
 
 
 class GithubClient:
-    """One token, one session; cheap to build. `close()` waits for calls still in flight."""
+    """One token, one session; cheap to build. `close()` waits for calls still in flight.
+
+    Raises IntegrationUnavailable naming the setting when the settings cannot work.
+    """
 
     def __init__(
         self,
         settings: GithubSettings,
-        token: str | SecretValue,
+        token: str | SecretValue | None,
         session: requests.Session | None = None,
         *,
         sleep: Callable[[float], None] | None = None,
         observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         secret = token.reveal() if isinstance(token, SecretValue) else token
+        if not is_http_url(settings.base_url):
+            raise IntegrationUnavailable(
+                "github",
+                f"integrations.github.base_url must be an http(s) URL, got {settings.base_url!r}",
+            )
         if not secret:
-            raise IntegrationUnavailable("github", "integrations.github.token is not set")
+            raise IntegrationUnavailable(
+                "github", "integrations.github.token is not set (nor GITHUB_TOKEN)"
+            )
         self._base = settings.base_url.rstrip("/")
         headers = {
             "Authorization": f"Bearer {secret}",
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
         }
-        policy = RetryPolicy(max_retries=settings.max_retries)
+        retry = retry_policy("github", settings.max_retries, sleep)
         self._caller = Caller(
-            "github", session or requests.Session(), policy, settings.timeout, headers, (secret,)
+            "github", retry, settings.timeout, headers, (secret,), session, observe
         )
-        if sleep is not None:
-            self._caller.sleep = sleep
-        self._caller.observe = observe
 
     def __repr__(self) -> str:
         return f"GithubClient(base_url={self._base!r})"
@@ -111,24 +118,3 @@ class GithubClient:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         return self._caller.request(method, url, **kwargs)
-
-
-def github_client_from_settings(
-    settings: GithubSettings,
-    token: str | SecretValue | None,
-    session: requests.Session | None = None,
-    observe: Callable[[str, str, float], None] | None = None,
-) -> GithubClient:
-    """Build the client or raise IntegrationUnavailable naming the missing setting."""
-    if not settings.enabled:
-        raise IntegrationUnavailable("github", "integrations.github.enabled is false")
-    if not is_http_url(settings.base_url):
-        raise IntegrationUnavailable(
-            "github",
-            f"integrations.github.base_url must be an http(s) URL, got {settings.base_url!r}",
-        )
-    if token is None or not (token.reveal() if isinstance(token, SecretValue) else token):
-        raise IntegrationUnavailable(
-            "github", "integrations.github.token is not set (nor GITHUB_TOKEN)"
-        )
-    return GithubClient(settings, token, session, observe=observe)
