@@ -90,6 +90,7 @@ def main() -> int:
     )
     weeks = [m["week"] for m in body["data"]["milestones"]]
     print(f"   {status}, X-Request-ID {request_id}, milestones at weeks {weeks}")
+    app.flush_logs()  # log lines are queued for up to 50 ms
     lines = [json.loads(x) for x in log_file.read_text().splitlines()]
     tagged = [x for x in lines if x["correlation_id"] == "example-42"]
     print(f"   log lines with correlation_id=example-42: {[x['message'] for x in tagged]}")

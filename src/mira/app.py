@@ -84,6 +84,10 @@ class MiraApplication:
         """Run `fn` after the drain, in `order` (lower first; Mira's own hooks use 10-50)."""
         self.container.shutdown_hooks().add(name, fn, order=order, timeout=timeout)
 
+    def flush_logs(self) -> None:
+        """Write every queued log line now (lines are queued for up to 50 ms)."""
+        self.container.logging().flush()
+
     @property
     def address(self) -> tuple[str, int] | None:
         return self.runtime.address

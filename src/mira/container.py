@@ -97,9 +97,12 @@ def _event_metrics(metrics: Metrics) -> Callable[[ev.Event], None]:
     return observe
 
 
-def _logging(settings: Settings, redactor: Redactor, correlation_id: str) -> Iterator[LogPipeline]:
+def _logging(
+    settings: Settings, redactor: Redactor, correlation_id: str, metrics: Metrics
+) -> Iterator[LogPipeline]:
     pipeline = LogPipeline(redactor=redactor)
     pipeline.configure(settings.logging, default_correlation_id=correlation_id)
+    metrics.track_log_sink(pipeline.sink)
     yield pipeline
     pipeline.flush()
 
@@ -142,11 +145,7 @@ def _secrets_manager(
 ) -> SecretsManager:
     manager = SecretsManager(fetcher, cache, bus, clock, ids, callbacks)
 
-    def token_ttl() -> float:
-        value = manager.backend.token_ttl_seconds()
-        return float("nan") if value is None else float(value)
-
-    metrics.vault_token_ttl.set_function(token_ttl)
+    metrics.track_token_ttl(lambda: manager.backend.token_ttl_seconds())
     return manager
 
 
@@ -191,14 +190,13 @@ class Container(containers.DeclarativeContainer):
     config_path = providers.Object("config.json")
     environ = providers.Object(os.environ)
     boot_id = providers.Object("-")
-    exit_process: providers.Object[Callable[[int], None] | None] = providers.Object(None)
 
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UuidIds)
     redactor = providers.Singleton(Redactor)
-    logging = providers.Resource(_logging, settings, redactor, boot_id)
-    journal = providers.Singleton(InMemoryJournal, maxlen=10_000)
     metrics = providers.Singleton(Metrics)
+    logging = providers.Resource(_logging, settings, redactor, boot_id, metrics)
+    journal = providers.Singleton(InMemoryJournal, maxlen=10_000)
     bus = providers.Resource(_bus, journal, metrics)
 
     secrets_backend = providers.Selector(
@@ -282,7 +280,6 @@ class Container(containers.DeclarativeContainer):
         ids=ids,
         observers=providers.List(providers.Callable(_event_metrics, metrics)),
         startup_tasks=providers.List(integrations.provided.configure),
-        exit_process=exit_process,
         journal=journal,
         flush_logs=logging.provided.flush,
     )

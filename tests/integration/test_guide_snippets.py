@@ -171,6 +171,8 @@ def test_the_example_the_guide_links_runs_as_is(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "X-Request-ID example-42" in result.stdout
+    tagged = next(x for x in result.stdout.splitlines() if "correlation_id=example-42" in x)
+    assert "'Request handled'" in tagged and "[]" not in tagged  # read after the lines are written
     assert "SecretValue('**********')" in result.stdout
     assert "callback saw logging.level = DEBUG" in result.stdout
     assert "still ready, generation 2" in result.stdout

@@ -25,6 +25,8 @@ from mira.service_layer.messages import MessageHandlers
 #: Extra /ready sections: name -> callable returning (ok, details)
 ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
 log = structlog.get_logger("mira.app")
+#: /ready says not ready when one command has held the bus this long (or the bus died)
+BUS_STALL_SECONDS = 5.0
 
 
 class _Request(Request):
@@ -71,6 +73,10 @@ def create_app(
     @app.get("/ready")
     def ready() -> Response:
         ok, body = readiness(bus.state, time.time())
+        stalled = bus.stalled(BUS_STALL_SECONDS)
+        if stalled is not None:
+            body.setdefault("reasons", []).append(stalled)
+            ok = False
         for name, check in list(checks.items()):
             try:
                 part_ok, details = check()

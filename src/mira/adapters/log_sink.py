@@ -33,7 +33,7 @@ class LogSink:
     next flush tries again; the first line written after recovery says how many were lost.
     """
 
-    CHECK_EVERY = 1.0
+    CHECK_EVERY = 0.0  # a stat per flush (at most ~20/s): no line lands in a moved file
     FLUSH_EVERY = 0.05
     MAX_PENDING = 512
 

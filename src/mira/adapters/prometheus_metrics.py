@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from collections.abc import Callable, Iterable
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from mira.adapters.log_sink import LogSink
 from mira.adapters.request_metrics import RequestMetrics
 from mira.domain.state import Phase, RuntimeState
 
@@ -45,9 +50,6 @@ class Metrics:
         self.secret_age = Gauge(
             "mira_secret_age_seconds", "Seconds since the secret was fetched", ["name"], registry=r
         )
-        self.vault_token_ttl = Gauge(
-            "mira_vault_token_ttl_seconds", "Remaining TTL of Mira's Vault token", registry=r
-        )
         self.shutdown_phase_seconds = Gauge(
             "mira_shutdown_phase_duration_seconds",
             "Duration of each shutdown phase",
@@ -70,6 +72,15 @@ class Metrics:
         for phase in Phase:
             self.phase.labels(phase.value).set(0)
 
+    def track_token_ttl(self, ttl: Callable[[], float | None]) -> None:
+        """mira_vault_token_ttl_seconds: +Inf for a token that never expires; no sample while
+        unknown (before the first login, or a backend without a token)."""
+        self.registry.register(_TokenTtlCollector(ttl))
+
+    def track_log_sink(self, sink: LogSink) -> None:
+        """Export the sink's write failures and dropped lines (a full disk)."""
+        self.registry.register(_LogSinkCollector(sink))
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http.observe(method, route, status, seconds)
 
@@ -82,3 +93,36 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LogSinkCollector(Collector):
+    def __init__(self, sink: LogSink) -> None:
+        self._sink = sink
+
+    def collect(self) -> Iterable[Metric]:
+        errors = CounterMetricFamily(
+            "mira_log_write_errors", "Log writes that failed (a full disk, a broken pipe)"
+        )
+        errors.add_metric([], self._sink.write_errors)
+        dropped = CounterMetricFamily(
+            "mira_log_lines_dropped", "Log lines lost because their write failed"
+        )
+        dropped.add_metric([], self._sink.dropped_lines)
+        return [errors, dropped]
+
+
+class _TokenTtlCollector(Collector):
+    def __init__(self, ttl: Callable[[], float | None]) -> None:
+        self._ttl = ttl
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "mira_vault_token_ttl_seconds", "Remaining TTL of Mira's Vault token"
+        )
+        try:
+            value = self._ttl()
+        except Exception:
+            value = None
+        if value is not None:
+            family.add_metric([], value)
+        return [family]

@@ -21,7 +21,6 @@ if __name__ == "__main__":
 from collections.abc import Callable
 
 import structlog
-from dependency_injector import providers
 
 from mira.container import Container
 from mira.domain.ports import Snapshot
@@ -58,7 +57,6 @@ def serve(path: str, container: Container | None = None, relay: StopSignals | No
             return exc.exit_code
         container = boot.container
         hard_exit = exit_now(container.logging().flush)
-        container.exit_process.override(providers.Object(hard_exit))
         try:
             return run(container.runtime(), boot.snapshot, relay, hard_exit)
         finally:
@@ -78,6 +76,8 @@ def run(
     If the process could not end normally (a second signal, or a request still stuck in a
     worker thread after the deadline), flush the logs and exit here with the code.
     """
+    if hard_exit is not None:
+        runtime.exit_process = hard_exit
     own = relay is None
     relay = relay or StopSignals()
     if own:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ class MessageBus:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[RuntimeState], None]] = []
+        self._busy_since: float | None = None  # monotonic start of the command in progress
 
     @property
     def state(self) -> RuntimeState:
@@ -90,6 +92,17 @@ class MessageBus:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
+    def stalled(self, bound: float) -> str | None:
+        """Why the bus cannot answer now (dead, or one command for over `bound` seconds)."""
+        if self._inline:
+            return None
+        if not self.running:
+            return "the runtime's message bus is not running"
+        since = self._busy_since
+        if since is not None and (waited := time.monotonic() - since) > bound:
+            return f"the runtime's message bus has not answered for {waited:.0f}s"
+        return None
+
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
@@ -109,12 +122,15 @@ class MessageBus:
             if item is _STOP:
                 return
             command, future = item
+            self._busy_since = time.monotonic()
             try:
                 future.set_result(self._process(command))
             except BaseException as exc:  # the bus thread must never die
                 future.set_exception(exc)
                 name = type(command).__name__
                 _report(lambda: log.exception("command failed", command=name))  # noqa: B023
+            finally:
+                self._busy_since = None
 
     def _process(self, command: Command) -> list[Event]:
         # A handler may handle() another command inline; that one must not publish the state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable
 
@@ -10,7 +12,7 @@ import structlog
 from mira.domain import events as ev
 from mira.domain.commands import AbortStartup, MarkReady, RequestShutdown
 from mira.domain.config.model import Settings
-from mira.domain.lifecycle import EXIT_OK
+from mira.domain.lifecycle import EXIT_FAILURE, EXIT_OK
 from mira.domain.ports import Clock, EventJournal, IdGenerator, Server, Snapshot
 from mira.domain.state import SHUTTING_DOWN, Phase
 from mira.service_layer.bus import MessageBus
@@ -27,6 +29,11 @@ from mira.service_layer.shutdown import (
 )
 
 log = structlog.get_logger("mira.runtime")
+
+
+def _stderr(text: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode())
 
 
 class StartupError(Exception):
@@ -65,10 +72,12 @@ class Runtime:
         self._server_factory = server_factory
         self._clock = clock
         self._ids = ids
-        self._exit_process = exit_process
+        #: ends the process at once with a code (None when embedded: nothing is ended)
+        self.exit_process = exit_process
         self._done = threading.Event()
         self._started = threading.Event()  # start() returned (or raised)
         self._exit_code = EXIT_OK
+        self._deadline: threading.Thread | None = None
         self.server: Server | None = None
         self.address: tuple[str, int] | None = None
         self.shutdown = ShutdownEffects(bus.submit, clock, hooks)
@@ -120,8 +129,8 @@ class Runtime:
             signal=event.signal,
             exit_code=event.exit_code,
         )
-        if self._exit_process is not None:
-            self._exit_process(event.exit_code)
+        if self.exit_process is not None:
+            self.exit_process(event.exit_code)
         self._finish(event.exit_code)
 
     # -- start-up --------------------------------------------------------------------------
@@ -209,20 +218,41 @@ class Runtime:
 
     # -- stopping --------------------------------------------------------------------------
     def request_shutdown(self, signal_name: str = "SIGTERM") -> None:
-        """Safe from a signal handler: only puts a command on the bus queue."""
+        """Safe from a signal handler: puts a command on the bus queue, and makes sure the
+        process ends within shutdown.grace_period even if the bus cannot run the drain."""
+        self._arm_deadline()
         self.bus.submit(
             RequestShutdown(
                 correlation_id=self._ids.new_id(), at=self._clock.now(), signal=signal_name
             )
         )
 
+    def _arm_deadline(self) -> None:
+        if self._deadline is not None or self.exit_process is None:
+            return
+        grace = (self.bus.state.settings or Settings()).shutdown.grace_period
+        self._deadline = threading.Thread(
+            target=self._enforce_deadline, args=(grace,), name="mira-shutdown-deadline"
+        )
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _enforce_deadline(self, grace: float) -> None:
+        if self._done.wait(grace) or self.exit_process is None:
+            return
+        _stderr(
+            f"mira: shutdown did not finish within shutdown.grace_period ({grace:g}s)"
+            f"{'; ' + why if (why := self.bus.stalled(0.0)) else ''}; exiting with 1\n"
+        )
+        self.exit_process(EXIT_FAILURE)
+
     def _finish(self, exit_code: int) -> None:
         self._exit_code = exit_code
         self._done.set()
-        if not self._started.is_set() and self._exit_process is not None:
+        if not self._started.is_set() and self.exit_process is not None:
             # start() is still blocked in the main thread (an unreachable backend): nothing
             # returns to the entrypoint, so end the process from here.
-            self._exit_process(exit_code)
+            self.exit_process(exit_code)
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until stopped (waking regularly so signal handlers run); the exit code."""
