@@ -67,7 +67,7 @@ def test_a_wildcard_listen_address_is_probed_on_loopback(host: str, probed: str)
 @pytest.mark.parametrize(
     ("argv", "config"),
     [
-        (["python", "-m", "mira.entrypoints.web", "/etc/mira/config.json"], "/etc/mira/config.json"),
+        (["python", "-m", "mira.entrypoints.web", "/etc/mira/c.json"], "/etc/mira/c.json"),
         (["/opt/venv/bin/python", "-m", "mira.app"], "config.json"),
         (["/opt/venv/bin/mira", "serve", "x.json"], "x.json"),
         (["python", "-c", "pass"], None),
