@@ -53,7 +53,7 @@ def mira_image(docker_engine: engines.Engine, mira_base_image: str) -> Iterator[
             built = build_mira_image(docker_engine, mira_base_image, context)
         except ImageBuildError as exc:
             pytest.fail(f"docker build failed:\n{exc}", pytrace=False)
-        docker_engine.notes.append(f"image {built.tag} built in {built.seconds:.0f} s")
+        docker_engine.notes.append(f"image {built.tag} built in {built.seconds:.1f} s")
         yield built
 
 
