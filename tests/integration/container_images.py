@@ -47,11 +47,13 @@ def has_image(engine: Engine, tag: str) -> bool:
     return True
 
 
-def run_tool(cmd: list[str], engine: Engine, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    cmd: list[str], engine: Engine, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         cmd,
         cwd=cwd,
-        env=engine.env(),
+        env={**engine.env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
