@@ -42,7 +42,6 @@ def compose_project(
     (config_dir / "config.json").write_text(json.dumps(shipped))
     for path in (tmp_path, config_dir, config_dir / "config.json"):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    tmp_path.parent.chmod(0o755)  # pytest's per-test parent is 0700; uid 10001 must get in
     spec = yaml.safe_load((mira_image.context / "docker-compose.yml").read_text())
     service = spec["services"]["mira"]
     assert service.pop("ports"), "the shipped file publishes a port"
