@@ -64,7 +64,7 @@ def compose_project(
         str(compose_file),
     ]
 
-    env = {"MIRA_BASE_IMAGE": mira_base_image}
+    env = {"BASE_IMAGE": mira_base_image}
 
     def run(*args: str) -> Any:
         return run_tool([*compose, *args], docker_engine, cwd=mira_image.context, env=env)
