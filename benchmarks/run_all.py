@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("http_overhead.py", "reload_latency.py", "secrets_bench.py", "shutdown_time.py")
+SCRIPTS = (
+    "http_overhead.py",
+    "reload_latency.py",
+    "secrets_bench.py",
+    "shutdown_time.py",
+    "image_bench.py",
+)
 
 
 def main() -> int:

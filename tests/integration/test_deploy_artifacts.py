@@ -55,6 +55,18 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(p[0].upper(), p[1] if len(p) > 1 else "") for p in pairs]
 
 
+def build_args() -> dict[str, str]:
+    """The ARG defaults declared before the first FROM (the ones FROM lines may use)."""
+    found = {}
+    for kw, args in dockerfile_instructions():
+        if kw == "FROM":
+            break
+        if kw == "ARG" and "=" in args:
+            name, default = args.split("=", 1)
+            found[name] = default
+    return found
+
+
 def final_stage() -> list[tuple[str, str]]:
     instructions = dockerfile_instructions()
     last_from = max(i for i, (kw, _) in enumerate(instructions) if kw == "FROM")
@@ -85,10 +97,11 @@ def dockerignored(path: str) -> bool:
     return ignored
 
 
-def healthcheck_code(exec_form: list[str]) -> str:
-    python_at = exec_form.index("python")
-    assert exec_form[python_at + 1] == "-c", exec_form
-    return exec_form[python_at + 2]
+def healthcheck_command(exec_form: list[str]) -> list[str]:
+    """`mira healthcheck [config]`, the installed console script standing in for the image's."""
+    assert exec_form[:2] == ["mira", "healthcheck"], exec_form
+    assert len(exec_form) <= 3, exec_form
+    return [str(Path(sys.executable).parent / "mira"), *exec_form[1:]]
 
 
 def test_dockerfile_passes_hadolint_with_no_findings() -> None:
@@ -99,7 +112,8 @@ def test_dockerfile_passes_hadolint_with_no_findings() -> None:
 
 def test_image_runs_mira_as_non_root_and_receives_sigterm_directly() -> None:
     stage = final_stage()
-    base = one(stage, "FROM")
+    assert one(stage, "FROM") == "${BASE_IMAGE}"
+    base = build_args()["BASE_IMAGE"]
     assert re.fullmatch(r"python:3\.1[1-3][\w.-]*-slim[\w.-]*", base), base
     user = one(stage, "USER").split(":")[0]
     assert user not in {"0", "root"}, user
@@ -174,19 +188,22 @@ def health_server() -> Iterator[HealthServer]:
         thread.join(timeout=5)
 
 
-def probe(code: str, server: HealthServer) -> int:
-    port = server.server_address[1]
-    assert "http://127.0.0.1:5000/health" in code, code
-    local = code.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
-    return subprocess.run([sys.executable, "-c", local], capture_output=True, timeout=15).returncode
+def probe(command: list[str], server: HealthServer, tmp_path: Path) -> int:
+    """Run the healthcheck against a config naming the health server's port."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"server": {"host": "127.0.0.1", "port": server.server_port}}))
+    args = [*command[:2], str(config)]  # the check's own path is the container's, not ours
+    return subprocess.run(args, capture_output=True, timeout=15).returncode
 
 
-def test_docker_healthcheck_reports_healthy_and_unhealthy(health_server: HealthServer) -> None:
+def test_docker_healthcheck_reports_healthy_and_unhealthy(
+    health_server: HealthServer, tmp_path: Path
+) -> None:
     args = one(final_stage(), "HEALTHCHECK")
-    code = healthcheck_code(json.loads(args[args.index("CMD") + 3 :]))
-    assert probe(code, health_server) == 0
+    command = healthcheck_command(json.loads(args[args.index("CMD") + 3 :]))
+    assert probe(command, health_server, tmp_path) == 0
     health_server.status = 503
-    assert probe(code, health_server) != 0
+    assert probe(command, health_server, tmp_path) != 0
 
 
 # --- docker-compose.yml ------------------------------------------------------------------------
@@ -232,13 +249,17 @@ def test_compose_mounts_a_valid_config_directory_and_waits_out_the_shutdown_budg
     assert any(v.split(":")[1] == str(log_dir) for v in service["volumes"]), "logs not on a volume"
 
 
-def test_compose_healthcheck_reports_healthy_and_unhealthy(health_server: HealthServer) -> None:
-    check = compose_service()["healthcheck"]["test"]
+def test_compose_healthcheck_reports_healthy_and_unhealthy(
+    health_server: HealthServer, tmp_path: Path
+) -> None:
+    service = compose_service()
+    check = service["healthcheck"]["test"]
     assert check[0] == "CMD"
-    code = healthcheck_code(check[1:])
-    assert probe(code, health_server) == 0
+    command = healthcheck_command(check[1:])
+    assert command[2:] in ([], [service["command"][-1]]), "probe the config the service reads"
+    assert probe(command, health_server, tmp_path) == 0
     health_server.status = 500
-    assert probe(code, health_server) != 0
+    assert probe(command, health_server, tmp_path) != 0
 
 
 # --- kustomize ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The `mira` command: `mira serve`, `mira config check`, `mira doctor`."""
+"""The `mira` command: `mira serve`, `mira config check`, `mira doctor`, `mira healthcheck`."""
 
 from __future__ import annotations
 
@@ -58,11 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_sub.add_parser("reference", help="print every config key as a Markdown table")
     doctor = sub.add_parser("doctor", help="check every configured backend and integration")
     doctor.add_argument("config")
+    health = sub.add_parser("healthcheck", help="exit 0 if /health answers 200 (HEALTHCHECK)")
+    health.add_argument("config", nargs="?", help="default: the running service's config file")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         from mira.entrypoints.web import serve as run
 
         return run(args.config)
+    if args.command == "healthcheck":
+        from mira.entrypoints.healthcheck import healthcheck
+
+        return healthcheck(args.config, args.timeout)
     if args.command == "config":
         return config_check(args.config) if args.action == "check" else config_reference()
     from mira.entrypoints.doctor import doctor as run_doctor
