@@ -30,11 +30,13 @@ from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_effects import ConfigEffects
 from mira.service_layer.config_reload import ConfigReloader, ConfigSubscriptions
 from mira.service_layer.messages import MessageHandlers
+from mira.service_layer.rollout import Rollout
 from mira.service_layer.runtime import Runtime
 from mira.service_layer.secret_cache import SecretCache
 from mira.service_layer.secret_fetch import SecretFetcher, SecretStaging
 from mira.service_layer.secrets import SecretCallbacks, SecretsManager
 from mira.service_layer.shutdown import ShutdownHooks
+from mira.service_layer.snapshots import build_snapshot
 
 BUILTIN_BACKENDS = ("env", "vault", "kubernetes", "file")
 
@@ -179,8 +181,53 @@ def _server(app: Any, settings: Settings, metrics: Metrics) -> Iterator[Any]:
     server.stop(timeout=1.0)
 
 
+def worker_count(settings: Settings) -> int:
+    """`server.workers`, with "auto" as the CPUs this process may run on."""
+    from mira.adapters.worker_pool import cpu_count
+
+    workers = settings.server.workers
+    return cpu_count() if workers == "auto" else int(workers)
+
+
+def _process_model(settings: Settings) -> str:
+    return "supervisor" if worker_count(settings) > 1 else "single"
+
+
+def _worker_pool(
+    settings: Settings, snapshot: Callable[[], Any], bus: MessageBus, metrics: Metrics
+) -> Iterator[Any]:
+    from mira.adapters.worker_pool import WorkerPool
+
+    s = settings.server
+    pool = WorkerPool(
+        host=s.host,
+        port=s.port,
+        backlog=s.request_queue_size,
+        count=worker_count(settings),
+        worker_timeout=s.worker_timeout,
+        snapshot=snapshot,
+        bus_status=lambda: bus.stalled(5.0),
+        render_metrics=metrics.render,
+    )
+    # /metrics on any worker: the supervisor's own metrics plus every worker's requests
+    metrics.http.extra_rows = pool.aggregate_rows
+    metrics.in_flight.set_function(lambda: float(pool.in_flight))
+    yield pool
+    pool.stop(timeout=1.0)
+
+
 def _log_check(logs: LogPipeline) -> Callable[[Settings], list[str]]:
     return lambda settings: logs.check(settings.logging)
+
+
+class _RolloutSource:
+    """The snapshot a new worker starts from: the decided state and the values in use."""
+
+    def __init__(self, cache: SecretCache, state: Callable[[], Any]) -> None:
+        self._cache, self._state = cache, state
+
+    def snapshot(self) -> Any:
+        return build_snapshot(self._state(), self._cache)
 
 
 class Container(containers.DeclarativeContainer):
@@ -267,7 +314,29 @@ class Container(containers.DeclarativeContainer):
         max_body_bytes=settings.provided.server.max_body_bytes,
         readiness_checks=readiness_checks,
     )
-    server = providers.Resource(_server, web_app, settings, metrics)
+    # One process serving HTTP itself, or a supervisor committing snapshots to N workers.
+    process_model = providers.Callable(_process_model, settings)
+    rollout_source = providers.Singleton(_RolloutSource, secret_cache, bus.provided.current_state)
+    server = providers.Selector(
+        process_model,
+        single=providers.Resource(_server, web_app, settings, metrics),
+        supervisor=providers.Resource(
+            _worker_pool, settings, rollout_source.provided.snapshot, bus, metrics
+        ),
+    )
+    rollout = providers.Selector(
+        process_model,
+        single=providers.Object(None),
+        supervisor=providers.Singleton(
+            Rollout,
+            server,
+            secret_cache,
+            bus.provided.current_state,
+            bus.provided.submit,
+            clock,
+            ids,
+        ),
+    )
     runtime = providers.Singleton(
         Runtime,
         bus=bus,
@@ -282,4 +351,5 @@ class Container(containers.DeclarativeContainer):
         startup_tasks=providers.List(integrations.provided.configure),
         journal=journal,
         flush_logs=logging.provided.flush,
+        rollout=rollout,
     )

@@ -67,7 +67,7 @@ def build(config_path: str, environ: Mapping[str, str]) -> MiraApplication:
     before = float(environ.get("SLOW_APP_BIND_DELAY", "0"))
     after = float(environ.get("SLOW_APP_AFTER_BIND_DELAY", "0"))
     if before or after:
-        server = container.server
+        server = container.server.providers["single"]  # the one-process engine
         container.server.override(
             providers.Resource(_slow_start, server.provides, *server.args, before, after)
         )

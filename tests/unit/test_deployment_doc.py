@@ -10,7 +10,9 @@ from mira.domain.config.schema import iter_keys
 from tests.support import ROOT
 
 DOC = (ROOT / "DEPLOYMENT.md").read_text()
-ENV_PATTERN = re.compile(r"\b(MIRA_[A-Z0-9_]+|VAULT_[A-Z0-9_]+|GITHUB_TOKEN|JIRA_API_TOKEN)\b")
+ENV_PATTERN = re.compile(
+    r"\b(MIRA_[A-Z0-9_]+|VAULT_[A-Z0-9_]+|GITHUB_TOKEN|JIRA_API_TOKEN|WEB_CONCURRENCY)\b"
+)
 
 
 def code_env_vars() -> set[str]:

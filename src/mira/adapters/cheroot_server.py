@@ -85,6 +85,8 @@ class _Server(wsgi.Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bind_errors: list[OSError] = []
+        #: a listening socket made by the supervisor and inherited by this worker process
+        self.inherited: socket.socket | None = None
 
     @property
     def can_add_keepalive_connection(self) -> bool:
@@ -93,6 +95,10 @@ class _Server(wsgi.Server):
         return not self.draining and bool(super().can_add_keepalive_connection)
 
     def bind(self, family: int, type: int, proto: int = 0) -> Any:
+        if self.inherited is not None:
+            self.socket = self.inherited
+            self.bind_addr = self.inherited.getsockname()[:2]
+            return self.socket
         try:
             return super().bind(family, type, proto)
         except OSError as exc:
@@ -115,6 +121,7 @@ class CherootServer:
         threads: int = 32,
         request_queue_size: int = 128,
         server_name: str = "mira",
+        listener: socket.socket | None = None,
     ) -> None:
         _check_positive("threads", threads)
         _check_positive("request_queue_size", request_queue_size)
@@ -131,6 +138,7 @@ class CherootServer:
             request_queue_size=request_queue_size,
         )
         self._server.expiration_interval = _LOOP_INTERVAL
+        self._server.inherited = listener
         self._bound: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self._resume = threading.Event()
@@ -219,7 +227,7 @@ class CherootServer:
         sock = server.socket
         taken = 0
         try:
-            _refuse_new_handshakes(sock)
+            refuse_new_handshakes(sock)
             sock.setblocking(False)
             while (conn := manager._from_server_socket(sock)) is not None:
                 server.process_conn(conn)
@@ -267,6 +275,11 @@ class CherootServer:
     def _queued(self) -> int:
         return int(self._server.requests.qsize)
 
+    @property
+    def pending(self) -> int:
+        """Requests not yet answered: queued for a worker thread, being read or in the app."""
+        return self._pending()
+
     def _pending(self) -> int:
         """Connections a worker holds (reading or in the app) plus those queued for a worker."""
         pool = self._server.requests
@@ -280,7 +293,7 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-def _refuse_new_handshakes(sock: socket.socket) -> None:
+def refuse_new_handshakes(sock: socket.socket) -> None:
     """On Linux, drop new SYNs so the backlog stops growing while it is emptied.
 
     Without this, a handshake completing between the last accept() and close() is reset.

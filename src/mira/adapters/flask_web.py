@@ -18,8 +18,8 @@ from mira.adapters.prometheus_metrics import Metrics
 from mira.adapters.structlog_logging import LogPipeline
 from mira.adapters.wsgi_context import RequestContext
 from mira.domain.messages import MessageError
+from mira.domain.ports import StateView
 from mira.domain.readiness import readiness
-from mira.service_layer.bus import MessageBus
 from mira.service_layer.messages import MessageHandlers
 
 #: Extra /ready sections: name -> callable returning (ok, details)
@@ -45,12 +45,14 @@ class _Request(Request):
 
 
 def create_app(
-    bus: MessageBus,
+    bus: StateView,
     metrics: Metrics,
     handlers: MessageHandlers,
     logs: LogPipeline,
     max_body_bytes: int = 1048576,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
+    request_fields: Callable[[], dict[str, Any]] | None = None,
+    render_metrics: Callable[[], bytes] | None = None,
 ) -> Flask:
     def json_response(body: Any, status: int = 200) -> Response:
         data = logs.redactor(json.dumps(body, default=str, separators=(",", ":")).encode())
@@ -93,7 +95,7 @@ def create_app(
     @app.get("/metrics")
     def metrics_page() -> Response:
         return Response(
-            metrics.render(),
+            (render_metrics or metrics.render)(),
             mimetype=metrics.content_type.split(";")[0],
             headers={"Content-Type": metrics.content_type},
         )
@@ -134,6 +136,6 @@ def create_app(
         return _error(500, "internal server error")
 
     app.wsgi_app = RequestContext(  # type: ignore[method-assign]
-        app.wsgi_app, metrics, logs.write_line
+        app.wsgi_app, metrics, logs.write_line, request_fields
     )
     return app

@@ -6,6 +6,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import select
+import stat
 import sys
 import threading
 import time
@@ -51,6 +53,7 @@ class LogSink:
         self.dropped_lines = 0
         self._dropped_since_ok = 0
         self._failing: str | None = None
+        self._chunk = _atomic_chunk(self._fd)
 
     @property
     def path(self) -> str | None:
@@ -67,6 +70,7 @@ class LogSink:
         new_fd = open_log_file(path) if path else _stdout_fd()
         old_fd, own = self._fd, self._own_fd
         self._fd, self._own_fd, self._path = new_fd, bool(path), path
+        self._chunk = _atomic_chunk(new_fd)
         if own and old_fd != new_fd:
             with contextlib.suppress(OSError):
                 os.close(old_fd)
@@ -118,10 +122,13 @@ class LogSink:
             self._failing, self._dropped_since_ok = None, 0
 
     def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        """One write(2) per batch of whole lines. On a pipe (several worker processes share
+        stdout) a batch stays within PIPE_BUF, which the kernel writes without interleaving."""
+        for batch in _batches(data, self._chunk):
+            view = memoryview(batch)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
 
     def _failed(self, exc: OSError, lines: int) -> None:
         dropped = lines - (1 if self._dropped_since_ok else 0)
@@ -168,6 +175,31 @@ def open_log_file(path: str) -> int:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot open log file {path}: {exc.strerror}") from None
+
+
+def _atomic_chunk(fd: int) -> int | None:
+    """PIPE_BUF for a pipe or socket (writes up to it are atomic); None for files (O_APPEND
+    writes of whole batches do not interleave)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return None
+    return select.PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
+
+
+def _batches(data: bytes, limit: int | None) -> list[bytes]:
+    if limit is None or len(data) <= limit:
+        return [data]
+    out: list[bytes] = []
+    start = 0
+    while start < len(data):
+        end = start + limit
+        if end < len(data):
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= start else data.find(b"\n", end) + 1 or len(data)
+        out.append(data[start:end])
+        start = end
+    return out
 
 
 def _stdout_fd() -> int:

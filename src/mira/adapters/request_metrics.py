@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -24,6 +25,24 @@ OTHER = "other"
 STATUS_OTHER = 0
 
 
+def add_rows(tallies: list[dict[Key, list[float]]]) -> dict[Key, list[float]]:
+    merged: dict[Key, list[float]] = {}
+    for tally in tallies:
+        for key, row in list(tally.items()):
+            total = merged.setdefault(key, [0.0] * len(row))
+            for i, value in enumerate(row):
+                total[i] += value
+    return merged
+
+
+def encode_rows(rows: dict[Key, list[float]]) -> list[list[Any]]:
+    return [[m, r, s, row] for (m, r, s), row in rows.items()]
+
+
+def decode_rows(data: list[list[Any]]) -> dict[Key, list[float]]:
+    return {(str(m), str(r), int(s)): [float(v) for v in row] for m, r, s, row in data}
+
+
 class RequestMetrics(Collector):
     """mira_http_requests_total, mira_http_request_duration_seconds, ..._errors_total.
 
@@ -34,6 +53,8 @@ class RequestMetrics(Collector):
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self._buckets = buckets
+        #: with workers: the supervisor's summed rows of every worker, added at scrape
+        self.extra_rows: Callable[[], dict[Key, list[float]]] | None = None
         self._local = threading.local()
         self._tallies: list[dict[Key, list[float]]] = []
         self._lock = threading.Lock()  # only guards the list of tallies
@@ -61,16 +82,17 @@ class RequestMetrics(Collector):
         row[-2] += 1
         row[-1] += seconds
 
-    def _merged(self) -> dict[Key, list[float]]:
+    def rows(self) -> dict[Key, list[float]]:
+        """This process's tallies summed: (method, route, status) -> buckets, count, sum."""
         with self._lock:
             tallies = list(self._tallies)
-        merged: dict[Key, list[float]] = {}
-        for tally in tallies:
-            for key, row in list(tally.items()):
-                total = merged.setdefault(key, [0.0] * len(row))
-                for i, value in enumerate(row):
-                    total[i] += value
-        return merged
+        return add_rows(tallies)
+
+    def _merged(self) -> dict[Key, list[float]]:
+        rows = self.rows()
+        if self.extra_rows is not None:
+            rows = add_rows([rows, self.extra_rows()])
+        return rows
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

@@ -173,6 +173,8 @@ class LogPipeline:
         self.default_correlation_id = "-"
         #: lifecycle lines are written whatever the level (tools like `mira doctor` say no)
         self.lifecycle = True
+        #: fields on every line of this process (a worker's index)
+        self.fields: dict[str, Any] = {}
 
     # -- set-up and hot reload -------------------------------------------------------------
     def configure(self, settings: LoggingSettings, default_correlation_id: str = "-") -> None:
@@ -272,6 +274,7 @@ class LogPipeline:
             "module": callsite[0],
             "function": callsite[1],
             "line": callsite[2],
+            **self.fields,
             **fields,
         }
         self.emit(
@@ -291,6 +294,8 @@ class LogPipeline:
     # -- processors --------------------------------------------------------------------------
     def _defaults(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         event_dict.setdefault("correlation_id", self.default_correlation_id)
+        for key, value in self.fields.items():
+            event_dict.setdefault(key, value)
         return event_dict
 
     def _render(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:

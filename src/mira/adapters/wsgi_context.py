@@ -46,16 +46,25 @@ def pick_request_id(environ: dict[str, Any]) -> str:
 class RequestContext:
     """Wraps the Flask WSGI app; everything per request happens here once."""
 
-    def __init__(self, app: WSGIApp, metrics: Metrics, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        metrics: Metrics,
+        access_log: AccessLog,
+        request_fields: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        #: fields every line of one request carries, fixed at its start (a worker's snapshot)
+        self.request_fields = request_fields
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request_id = pick_request_id(environ)
         environ["mira.request_id"] = request_id
         _clear()
-        _bind(correlation_id=request_id)
+        extra = self.request_fields() if self.request_fields is not None else {}
+        _bind(correlation_id=request_id, **extra)
         started = time.perf_counter()
         status_line = "500"
 
@@ -80,6 +89,7 @@ class RequestContext:
                 "Request handled",
                 ("wsgi_context", "__call__", sys._getframe().f_lineno),
                 {
+                    **extra,
                     "method": method,
                     "path": path,
                     "route": route,

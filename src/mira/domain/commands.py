@@ -59,6 +59,14 @@ class ApplyConfig(Command):
     backend: str = "env"
 
 
+@dataclass(frozen=True, kw_only=True)
+class RecordRolloutFailed(Command):
+    """The workers could not all prepare this configuration generation; none committed it."""
+
+    generation: int
+    reason: str
+
+
 # -- secrets -----------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class RecordSecretFetch(Command):

@@ -23,6 +23,15 @@ def decide(command: cmd.Command, state: RuntimeState) -> list[ev.Event]:
             return secret_rules.fetched(fetch, backend, state, meta, _referenced(state))
         case cmd.RecordSecretFailure(failure=failure, backend=backend):
             return secret_rules.failed(failure, backend, state, meta, _referenced(state))
+        case cmd.RecordRolloutFailed(generation=g, reason=why):
+            if state.rollback is None or state.config_generation != g:
+                return []
+            old_generation, old_settings = state.rollback
+            source = state.config_source or "config"
+            return [
+                ev.ConfigRejected(source=source, reasons=(f"{source}: {why}",), **meta),
+                ev.ConfigRolledBack(generation=old_generation, settings=old_settings, **meta),
+            ]
     return lifecycle.decide(command, state, meta)
 
 
@@ -71,7 +80,7 @@ def _apply_config(c: cmd.ApplyConfig, state: RuntimeState, meta: Meta) -> list[e
         *secrets,
         ev.ConfigChanged(
             source=c.source,
-            generation=state.config_generation + 1,
+            generation=state.last_generation + 1,
             changed_keys=changed,
             restart_required=restart,
             settings=settings,

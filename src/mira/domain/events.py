@@ -60,6 +60,14 @@ class ConfigUnchanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConfigRolledBack(Event):
+    """Back to the configuration the workers still serve (a rollout was aborted)."""
+
+    generation: int
+    settings: Settings = _hidden()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConfigNeedsRestart(Event):
     """Only restart-required keys changed: reported, nothing applied, generation unchanged."""
 
@@ -194,6 +202,7 @@ LIFECYCLE = (
     ConfigChanged,
     ConfigRejected,
     ConfigNeedsRestart,
+    ConfigRolledBack,
     StartupFailed,
     ServiceReady,
     ShutdownRequested,

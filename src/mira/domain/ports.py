@@ -84,6 +84,16 @@ class IdGenerator(Protocol):
     def new_id(self) -> str: ...
 
 
+class StateView(Protocol):
+    """What the web adapter reads: the runtime state, and whether its writer still answers
+    (the bus in one process; the committed snapshot in a worker process)."""
+
+    @property
+    def state(self) -> Any: ...
+
+    def stalled(self, bound: float) -> str | None: ...
+
+
 class Server(Protocol):
     """The HTTP engine: binds, serves, and drains in the order the lifecycle decides."""
 

@@ -43,6 +43,10 @@ class RuntimeState:
     phase: Phase = Phase.STARTING
     settings: Settings | None = None
     config_generation: int = 0
+    #: the highest generation ever decided (a rolled-back one is never reused)
+    last_generation: int = 0
+    #: the generation and settings before the last change, while a rollout may still abort it
+    rollback: tuple[int, Settings] | None = None
     config_source: str | None = None
     last_reload_at: float | None = None
     last_config_error: tuple[str, ...] = ()
@@ -78,18 +82,30 @@ def evolve(state: RuntimeState, event: ev.Event) -> RuntimeState:
                 state,
                 settings=s,
                 config_generation=g,
+                last_generation=g,
                 config_source=src,
                 last_reload_at=event.at,
                 secrets=_live_secrets(state, s),
             )
         case ev.ConfigChanged(settings=s, generation=g, source=src):
+            previous = state.settings
             return replace(
                 state,
                 settings=s,
                 config_generation=g,
+                last_generation=g,
+                rollback=(state.config_generation, previous) if previous is not None else None,
                 config_source=src,
                 last_reload_at=event.at,
                 last_config_error=(),
+                secrets=_live_secrets(state, s),
+            )
+        case ev.ConfigRolledBack(settings=s, generation=g):
+            return replace(
+                state,
+                settings=s,
+                config_generation=g,
+                rollback=None,
                 secrets=_live_secrets(state, s),
             )
         case ev.ConfigRejected(reasons=reasons):

@@ -38,6 +38,8 @@ class ConfigEffects:
         self._reloader = reloader
         self._apply_logging = apply_logging
         self._state = state
+        #: with workers: was this generation committed to all of them?
+        self.committed: Callable[[int], bool] = lambda generation: True
 
     def _generation(self) -> int:
         return self._state().config_generation
@@ -46,6 +48,8 @@ class ConfigEffects:
         """Apply each changed area on its own: one failing effect stops neither the others,
         nor the success line, nor the subscribers."""
         changed, settings = event.changed_keys, event.settings
+        if not self.committed(event.generation):
+            return  # the workers refused it: rolled back, nothing applied
         if event.restart_required:
             self._restart_warning(event.restart_required, event.generation)
         applied = tuple(k for k in changed if k not in event.restart_required)

@@ -18,6 +18,7 @@ from mira.domain.state import SHUTTING_DOWN, Phase
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_effects import ConfigEffects
 from mira.service_layer.config_reload import ConfigReloader
+from mira.service_layer.rollout import Rollout
 from mira.service_layer.secrets import SecretsManager
 from mira.service_layer.shutdown import (
     ORDER_CONFIG_WATCHER,
@@ -63,6 +64,7 @@ class Runtime:
         exit_process: Callable[[int], None] | None = None,
         journal: EventJournal | None = None,
         flush_logs: Callable[[], None] | None = None,
+        rollout: Rollout | None = None,
     ) -> None:
         self.bus = bus
         self.secrets = secrets
@@ -81,7 +83,7 @@ class Runtime:
         self.server: Server | None = None
         self.address: tuple[str, int] | None = None
         self.shutdown = ShutdownEffects(bus.submit, clock, hooks)
-        self._wire(config_effects, observers or [])
+        self._wire(config_effects, observers or [], rollout)
         # Mira's own cleanup, after the integrations' (order 10), in the issue's order.
         hooks.add("secrets-refresher", secrets.stop, order=ORDER_SECRETS)
         hooks.add("config-watcher", reloader.stop, order=ORDER_CONFIG_WATCHER)
@@ -90,7 +92,12 @@ class Runtime:
         if flush_logs is not None:
             hooks.add("log-flush", flush_logs, order=ORDER_LOGS)
 
-    def _wire(self, config: ConfigEffects, observers: list[Callable[[ev.Event], None]]) -> None:
+    def _wire(
+        self,
+        config: ConfigEffects,
+        observers: list[Callable[[ev.Event], None]],
+        rollout: Rollout | None,
+    ) -> None:
         bus, secrets, shutdown = self.bus, self.secrets, self.shutdown
         for observer in observers:
             bus.subscribe(ev.Event, observer)
@@ -99,6 +106,9 @@ class Runtime:
         bus.subscribe(ev.SecretFetchDiscarded, secrets.on_discarded)
         bus.subscribe(ev.ConfigLoaded, secrets.on_config)
         bus.subscribe(ev.ConfigChanged, secrets.on_config)
+        if rollout is not None:  # workers serve the decided state before anything reacts
+            bus.subscribe(ev.Event, rollout.on_event)
+            config.committed = rollout.committed
         bus.subscribe(ev.SecretRotated, secrets.on_rotated)
         bus.subscribe(ev.SecretRotated, config.on_secret_rotated)
         bus.subscribe(ev.ConfigChanged, config.on_changed)

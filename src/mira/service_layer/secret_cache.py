@@ -35,6 +35,10 @@ class SecretCache:
     def refs(self) -> list[SecretRef]:
         return sorted(self._values)
 
+    def values(self) -> Mapping[SecretRef, SecretValue]:
+        """Every value in use (an immutable view; replaced, never changed, by the writer)."""
+        return self._values
+
     def current(self, name: str) -> Any:
         """The secret's keys in use as {key: SecretValue}, or the SecretValue of a keyless ref."""
         keyed = {r.key: v for r, v in self._values.items() if r.path == name and r.key}

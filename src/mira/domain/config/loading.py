@@ -38,6 +38,15 @@ def _text(name: str, raw: str) -> tuple[Any, str | None]:
     return (raw, None) if raw.strip() else (None, f"{name}: must not be empty")
 
 
+def _workers(name: str, raw: str) -> tuple[Any, str | None]:
+    value = raw.strip().lower()
+    if value == "auto":
+        return "auto", None
+    if value.isdigit() and len(value) <= 4:
+        return int(value), None
+    return None, f"{name}: expected a number of workers or auto, got {quote(raw)}"
+
+
 EnvParser = Callable[[str, str], tuple[Any, str | None]]
 
 #: Environment variables that override the file (env > file > default).
@@ -50,6 +59,7 @@ ENV_OVERRIDES: dict[str, tuple[str, EnvParser]] = {
     "MIRA_VAULT_URL": ("secrets.vault.url", _text),
     "MIRA_VAULT_TOKEN": ("secrets.vault.token", _text),
     "MIRA_GITHUB_ENABLED": ("integrations.github.enabled", _bool),
+    "MIRA_SERVER_WORKERS": ("server.workers", _workers),
 }
 
 #: Conventional variables used only where the file leaves the key unset (file > these > default).
@@ -58,6 +68,7 @@ ENV_FALLBACKS: dict[str, tuple[str, EnvParser]] = {
     "VAULT_TOKEN": ("secrets.vault.token", _text),
     "GITHUB_TOKEN": ("integrations.github.token", _text),
     "JIRA_API_TOKEN": ("integrations.jira.api_token", _text),
+    "WEB_CONCURRENCY": ("server.workers", _workers),
 }
 
 #: Keys whose change needs a process restart: a reload reports them and applies nothing.

@@ -14,6 +14,7 @@ MAX_SECONDS = 7 * 24 * 3600.0
 #: Lower bound of every interval and timeout: a polled interval below it pins a core (1e-9 did),
 #: and no request, hook or drain completes in less.
 MIN_SECONDS = 0.1
+MAX_WORKERS = 256
 
 
 def _level(value: Any) -> str | None:
@@ -56,6 +57,12 @@ def _at_least(minimum: int) -> Any:
         return None if value >= minimum else f"must be at least {minimum}, got {quote(value)}"
 
     return check
+
+
+def _workers(value: Any) -> str | None:
+    if value == "auto" or 1 <= value <= MAX_WORKERS:
+        return None
+    return f'must be "auto" or between 1 and {MAX_WORKERS}, got {quote(value)}'
 
 
 def _non_empty(value: Any) -> str | None:
@@ -240,6 +247,15 @@ class ServerSettings:
     request_queue_size: int = setting(128, "Listen backlog.", _at_least(128))
     max_body_bytes: int = setting(
         1048576, "Largest accepted request body; larger gets 413.", _body_size
+    )
+    workers: int | Literal["auto"] = setting(
+        1,
+        'Worker processes serving one address ("auto": the CPUs this process may use); '
+        "with more than 1, a supervisor process owns config, secrets, signals and the journal.",
+        _workers,
+    )
+    worker_timeout: float = setting(
+        30.0, "Seconds a worker may go without a heartbeat before it is replaced.", _seconds
     )
 
 
