@@ -4,7 +4,9 @@
 Mira's own pure plan function, so the work per request is the same as in the service.
 `apps:mira` is `Container().web_app()` built from the config file in MIRA_BENCH_CONFIG, to
 host Mira's request path (correlation id, JSON access line, metrics) on another engine.
-`apps:slow` adds GET /slow?s=SECONDS to bare, for the drain spikes.
+`apps:slow` adds GET /slow?s=SECONDS to bare, for the drain spikes; `apps:slow_own_group`
+is the same, loaded after moving the worker into its own process group (os.setpgid), so a
+SIGTERM to the supervisor's group does not reach the worker.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def _mira() -> Any:
 
 def __getattr__(name: str) -> Any:  # built on first use, so importing builds nothing
     if name in ("bare", "slow"):
+        app = create_bare()
+    elif name == "slow_own_group":
+        os.setpgid(0, 0)
         app = create_bare()
     elif name == "mira":
         app = _mira()

@@ -6,7 +6,8 @@ The host (`--host-port P`) runs `granian.server.Server` (WSGI, 1 worker, apps:sl
 `signal_handler_interrupt()` (granian's own stop: workers stop accepting and finish their
 connections within `workers_kill_timeout`), and `on_shutdown` runs Mira's hooks.
 The driver starts the host, keeps a GET /slow?s=3 in flight, sends SIGTERM (to the main PID,
-then in a second run to the whole process group) and prints what new connections got during
+then to the whole process group, then to the group with a worker that moved itself into
+its own process group while loading the app) and prints what new connections got during
 and after the delay, and what the in-flight request got.
 Run: `.venv/bin/python benchmarks/spikes/granian_drain.py`.
 """
@@ -30,12 +31,12 @@ from _serve import Engine, Server, free_port, scratch
 DELAY = 2.0
 
 
-def host(port: int) -> None:
+def host(port: int, target: str) -> None:
     from granian.constants import Interfaces
     from granian.server import Server as Granian
 
     server: Any = Granian(
-        "apps:slow",
+        target,
         address="127.0.0.1",
         port=port,
         interface=Interfaces.WSGI,
@@ -72,9 +73,9 @@ def get(port: int, path: str, timeout: float = 5.0) -> str:
     return data.split(b"\r\n", 1)[0].decode() if data else "closed, no answer"
 
 
-def drive(to_group: bool, tmp: Path) -> None:
+def drive(to_group: bool, tmp: Path, target: str = "apps:slow") -> None:
     port = free_port()
-    argv = [sys.executable, __file__, "--host-port", str(port)]
+    argv = [sys.executable, __file__, "--host-port", str(port), "--target", target]
     server = Server(Engine("granian-host", argv), port, tmp / f"host-{to_group}.out")
     try:
         if not server.wait_up():
@@ -96,7 +97,7 @@ def drive(to_group: bool, tmp: Path) -> None:
         t.join(10)
         code = server.proc.wait(15)
         target = "the process group" if to_group else "the main PID"
-        print(f"SIGTERM to {target}:")
+        print(f"SIGTERM to {target}, app {argv[-1]}:")
         print(f"  new /health 0.5 s after (inside drain_delay {DELAY} s): {during}")
         print(f"  new /health {DELAY + 0.5} s after: {after}")
         print(f"  in-flight /slow?s=3: {slow.get('r')}; exit {code}")
@@ -109,13 +110,15 @@ def drive(to_group: bool, tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host-port", type=int)
+    parser.add_argument("--target", default="apps:slow")
     args = parser.parse_args()
     if args.host_port:
-        host(args.host_port)
+        host(args.host_port, args.target)
         return
     tmp = scratch()
     drive(False, tmp)
     drive(True, tmp)
+    drive(True, tmp, "apps:slow_own_group")  # the worker left the group at load
 
 
 if __name__ == "__main__":
