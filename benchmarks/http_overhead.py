@@ -1,117 +1,125 @@
-"""Throughput of the same Flask app on cheroot with and without Mira's request path.
+"""Server CPU per request and req/s: the real Mira service against bare Flask on its peers.
 
-Mira's request path = correlation id (X-Request-ID), one JSON access line, request metrics.
-Rounds alternate bare/mira (threaded servers vary +-20 % run to run) and the median ratio is
-reported. Run: `.venv/bin/python benchmarks/http_overhead.py [--seconds 5 --rounds 3]`.
+Measures what users run: `python -m mira.entrypoints.web config.json` (JSON log file, INFO)
+and, in the same run with alternating rounds, bare Flask serving the same two endpoints
+(GET /health, POST /api/v1/messages generate_plan calling Mira's own plan function) on
+gunicorn sync and granian WSGI with the same worker count. CPU is user+system of each
+server's whole process tree during the round, from /proc. The machine is shared: decide on
+the medians of CPU per request, which move far less than req/s.
+
+Run: `.venv/bin/python benchmarks/http_overhead.py [--workers N --rounds R --seconds S
+--connections C --engines mira,bare-gunicorn,bare-granian,bare-cheroot,mira-gunicorn,...]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _load import rate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _serve import ENDPOINTS, Round, Server, engines, load_round, scratch, wrk_script
 
-def serve(mode: str, port: int, log_file: str) -> None:
-    from flask import Response
-
-    from mira.adapters.cheroot_server import CherootServer
-    from mira.adapters.flask_web import create_app
-    from mira.adapters.memory_journal import InMemoryJournal
-    from mira.adapters.prometheus_metrics import Metrics
-    from mira.adapters.structlog_logging import configure_logging
-    from mira.domain.config.model import LoggingSettings
-    from mira.service_layer.bus import MessageBus
-    from mira.service_layer.messages import MessageHandlers
-
-    configure_logging(LoggingSettings(file=log_file))
-    app = create_app(MessageBus(InMemoryJournal()), Metrics(), MessageHandlers())  # type: ignore[arg-type]
-
-    @app.get("/bench")
-    def bench() -> Response:
-        return Response(b'{"status":"ok"}', mimetype="application/json")
-
-    if mode == "bare":
-        app.wsgi_app = app.wsgi_app.app  # type: ignore[attr-defined]
-    server = CherootServer(app, host="127.0.0.1", port=port, threads=8)
-    server.bind()
-    server.serve_forever()
+DEFAULT = "mira,bare-gunicorn,bare-granian"
+LABELS = {
+    "mira": "Mira (service)",
+    "bare-gunicorn": "bare Flask, gunicorn sync",
+    "bare-granian": "bare Flask, granian WSGI",
+    "bare-cheroot": "bare Flask, cheroot 32 thr",
+    "mira-gunicorn": "Mira app, gunicorn sync",
+    "mira-granian": "Mira app, granian WSGI",
+}
+GOALS = {"bare-gunicorn": 1.0, "bare-granian": 1.15}
 
 
-def main() -> None:
+def start(names: list[str], workers: int, tmp: Path) -> dict[str, Server]:
+    ports: dict[str, int] = {}
+    known = engines(workers, tmp, ports)
+    servers: dict[str, Server] = {}
+    for name in names:
+        server = Server(known[name], ports[name], tmp / f"{name}.out")
+        if server.wait_up():
+            servers[name] = server
+            continue
+        server.stop()
+        out = (tmp / f"{name}.out").read_text(errors="replace")
+        if name == "mira" and workers > 1 and "workers" in out:
+            print(f"Mira with {workers} workers is not available yet (server.workers rejected)")
+        else:
+            print(f"{name} did not start:\n{out[-2000:]}")
+    return servers
+
+
+def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--serve", choices=["bare", "mira"])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--log-file", default=os.devnull)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--engines", default=DEFAULT)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args.port, args.log_file)
-        return
-    from tests.support import free_port, wait_until
-
-    tmp = tempfile.mkdtemp(prefix="mira-bench-")
-    servers = {}
-    for mode in ("bare", "mira"):
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--serve",
-                mode,
-                "--port",
-                str(port),
-                "--log-file",
-                os.path.join(tmp, f"{mode}.log"),
-            ]
-        )
-        servers[mode] = (port, proc)
+    if args.workers < 1 or args.rounds < 1 or not 1 <= args.seconds <= 60:
+        parser.error("--workers and --rounds must be >= 1, --seconds within 1..60")
+    tmp = scratch()
+    names = [n for n in args.engines.split(",") if n]
+    unknown = set(names) - set(LABELS)
+    if unknown:
+        parser.error(f"unknown engines {sorted(unknown)}; known: {', '.join(LABELS)}")
+    servers = start(names, args.workers, tmp)
+    results: dict[tuple[str, str], list[Round]] = {}
     try:
-        for port, _ in servers.values():
-            wait_until(lambda p=port: _up(p), timeout=30, message="server up")
-        rates: dict[str, list[float]] = {"bare": [], "mira": []}
-        tool = ""
-        for _ in range(args.rounds):
-            for mode in ("bare", "mira"):
-                value, tool = rate("127.0.0.1", servers[mode][0], "/bench", args.seconds)
-                rates[mode].append(value)
-        ratios = [m / b for b, m in zip(rates["bare"], rates["mira"], strict=True)]
-        lines = os.path.getsize(os.path.join(tmp, "mira.log"))
-        print(
-            f"load: {tool}, {args.seconds}s x {args.rounds} alternating rounds, cheroot 8 threads"
-        )
-        print(f"bare Flask   req/s per round: {', '.join(f'{r:,.0f}' for r in rates['bare'])}")
-        print(f"Mira path    req/s per round: {', '.join(f'{r:,.0f}' for r in rates['mira'])}")
-        print(
-            f"median: bare {statistics.median(rates['bare']):,.0f} req/s, "
-            f"mira {statistics.median(rates['mira']):,.0f} req/s, "
-            f"ratio {statistics.median(ratios):.3f} (goal >= 0.90); access log {lines:,} bytes"
-        )
+        lua = wrk_script(tmp)
+        for server in servers.values():  # warm up: imports, first requests, JIT-free caches
+            for endpoint in ENDPOINTS:
+                load_round(server, endpoint, 1, args.connections, lua)
+        for i in range(args.rounds):
+            order = list(servers) if i % 2 == 0 else list(reversed(servers))
+            for endpoint in ENDPOINTS:
+                for name in order:
+                    got = load_round(servers[name], endpoint, args.seconds, args.connections, lua)
+                    results.setdefault((name, endpoint), []).append(got)
     finally:
-        for _, proc in servers.values():
-            proc.terminate()
-            proc.wait(10)
+        for server in servers.values():
+            server.stop()
+    report(results, list(servers), args)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
-def _up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        time.sleep(0.05)
-        return False
+def report(results: dict[tuple[str, str], list[Round]], names: list[str], args: object) -> None:
+    a = vars(args)
+    print(
+        f"wrk -t2 -c{a['connections']}, {a['seconds']} s x {a['rounds']} alternating rounds, "
+        f"workers {a['workers']}; medians (2 shared cores: expect +-15 % between runs)"
+    )
+    print(f"{'engine':<28} {'endpoint':<20} {'req/s':>8} {'CPU us/req':>11}  per round us/req")
+    for name in names:
+        for endpoint in ENDPOINTS:
+            rounds = results[(name, endpoint)]
+            rps = statistics.median(r.rps for r in rounds)
+            us = statistics.median(r.us_per_request for r in rounds)
+            each = " ".join(f"{r.us_per_request:.0f}" for r in rounds)
+            print(f"{LABELS[name]:<28} {endpoint:<20} {rps:>8,.0f} {us:>11.0f}  {each}")
+    if "mira" not in names:
+        return
+    for endpoint in ENDPOINTS:
+        mira = results[("mira", endpoint)]
+        for peer in names:
+            if peer == "mira":
+                continue
+            ratios = [
+                m.us_per_request / p.us_per_request
+                for m, p in zip(mira, results[(peer, endpoint)], strict=True)
+            ]
+            goal = f" (goal <= {GOALS[peer]:.2f})" if peer in GOALS else ""
+            print(
+                f"Mira / {LABELS[peer]:<27} {endpoint:<20} CPU per request "
+                f"{statistics.median(ratios):.2f}x{goal}"
+            )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
