@@ -12,6 +12,7 @@ from dependency_injector import containers, providers
 
 from mira.adapters.env_secrets import EnvSecretsBackend
 from mira.adapters.flask_web import create_app
+from mira.adapters.kubernetes_mount import subpath_mount_warning
 from mira.adapters.log_sink import Redactor
 from mira.adapters.memory_journal import InMemoryJournal
 from mira.adapters.prometheus_metrics import Metrics
@@ -28,7 +29,8 @@ from mira.domain.ports import SecretsBackend
 from mira.plans import wiring as plans
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_effects import ConfigEffects
-from mira.service_layer.config_reload import ConfigReloader, ConfigSubscriptions
+from mira.service_layer.config_reload import ConfigReloader
+from mira.service_layer.config_subscriptions import ConfigSubscriptions
 from mira.service_layer.messages import MessageHandlers
 from mira.service_layer.rollout import Rollout
 from mira.service_layer.runtime import Runtime
@@ -280,6 +282,7 @@ class Container(containers.DeclarativeContainer):
         stage=secrets.provided.stage,
         backend_name=secrets_backend.provided.name,
         checks=providers.List(providers.Callable(_log_check, logging)),
+        mount_check=providers.Object(subpath_mount_warning),
     )
     config_effects = providers.Singleton(
         ConfigEffects,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 
 import pytest
-import structlog
 
 from mira.domain import commands as cmd
 from mira.domain import events as ev
@@ -33,44 +31,6 @@ def test_events_are_journaled_before_handlers_run_and_state_is_updated() -> None
     assert [type(e) for e in events] == [ev.ConfigLoaded]
     assert seen == [1]
     assert bus.state.config_generation == 1
-
-
-def test_a_failing_handler_stops_neither_the_others_nor_the_bus() -> None:
-    bus = MessageBus(RecordingJournal())
-    calls: list[str] = []
-
-    def broken(event: ev.Event) -> None:
-        raise RuntimeError("boom")
-
-    bus.subscribe(ev.ConfigLoaded, broken)
-    bus.subscribe(ev.Event, lambda e: calls.append(e.name))
-    bus.start()
-    try:
-        bus.handle(apply({}))
-        bus.handle(cmd.MarkReady(correlation_id="c", at=2.0))
-    finally:
-        bus.stop()
-    assert calls == ["ConfigLoaded", "ServiceReady"]
-
-
-def test_commands_from_many_threads_are_processed_one_at_a_time() -> None:
-    bus = MessageBus(RecordingJournal())
-    bus.start()
-    bus.handle(apply({}))
-    futures = []
-
-    def send(i: int) -> None:
-        futures.append(bus.submit(apply({"logging": {"level": "DEBUG" if i % 2 else "INFO"}})))
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    results = [f.result(5) for f in futures]
-    bus.stop()
-    changed = sum(isinstance(e, ev.ConfigChanged) for r in results for e in r)
-    assert bus.state.config_generation == 1 + changed
 
 
 def test_submit_before_start_fails_clearly() -> None:
@@ -100,40 +60,3 @@ def test_registry_is_extensible_and_validates_the_envelope() -> None:
         handlers.process_message({"type": "echo"})
     with pytest.raises(InvalidMessage, match="type: is required"):
         handlers.process_message({"data": {}})
-
-
-def test_other_threads_see_a_new_state_only_after_its_effects_ran() -> None:
-    bus = MessageBus(RecordingJournal())
-    seen_elsewhere: list[int] = []
-    seen_on_bus: list[int] = []
-
-    def effect(event: ev.ConfigLoaded) -> None:
-        seen_on_bus.append(bus.state.config_generation)
-        reader = threading.Thread(target=lambda: seen_elsewhere.append(bus.state.config_generation))
-        reader.start()
-        reader.join()
-
-    bus.subscribe(ev.ConfigLoaded, effect)
-    bus.process_inline(apply({}))
-    assert seen_on_bus == [1]  # handlers work with the state they are applying
-    assert seen_elsewhere == [0]  # a reader (an HTTP thread) does not see it half-applied
-    assert bus.state.config_generation == 1
-
-
-def test_a_command_handled_inline_by_a_handler_keeps_the_outer_context() -> None:
-    bus = MessageBus(RecordingJournal())
-    seen: list[tuple[str, str]] = []
-
-    def effect(event: ev.ConfigLoaded) -> None:
-        bus.handle(cmd.MarkReady(correlation_id="inner", at=2.0))
-        reader = threading.Thread(target=lambda: seen.append(("reader", bus.state.phase.value)))
-        reader.start()
-        reader.join()
-        seen.append(("handler", bus.state.phase.value))
-        seen.append(("id", str(structlog.contextvars.get_contextvars().get("correlation_id"))))
-
-    bus.subscribe(ev.ConfigLoaded, effect)
-    bus.process_inline(apply({}))
-    # the inner command did not publish early, nor took the outer command's id away
-    assert seen == [("reader", "starting"), ("handler", "ready"), ("id", "c")]
-    assert bus.state.phase.value == "ready"

@@ -16,11 +16,8 @@ from mira.domain.config.model import LoggingSettings, ReloadSettings, Settings
 from mira.domain.secret_value import MASK
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_effects import ConfigEffects
-from mira.service_layer.config_reload import (
-    MAX_POLL_INTERVAL,
-    ConfigReloader,
-    ConfigSubscriptions,
-)
+from mira.service_layer.config_reload import MAX_POLL_INTERVAL, ConfigReloader
+from mira.service_layer.config_subscriptions import ConfigSubscriptions
 from mira.service_layer.runtime import Runtime
 from mira.service_layer.secret_cache import SecretCache
 from mira.service_layer.secret_fetch import SecretFetcher, SecretStaging

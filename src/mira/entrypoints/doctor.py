@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mira.adapters.kubernetes_mount import subpath_mount_warning
 from mira.domain.commands import ApplyConfig
 from mira.domain.config.model import LoggingSettings
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
@@ -34,6 +35,8 @@ def doctor(path: str) -> int:
     logs.configure(LoggingSettings(level="ERROR", json_format=False))
     logs.lifecycle = False
     rows = [("config", "ok", f"{path} valid")]
+    mount = subpath_mount_warning(path)
+    rows.append(("config mount", "WARN" if mount else "ok", mount or "hot reload sees updates"))
     rows.append(_row(f"secrets:{settings.secrets.backend}", container.secrets_backend().check))
     # The references are read and put in use exactly as start-up does it.
     runtime = container.runtime()
@@ -44,7 +47,7 @@ def doctor(path: str) -> int:
         rows.append(_row(f"integration:{name}", check))
     _print(rows)
     _close(container)
-    return 0 if all(r[1] == "ok" for r in rows) else 1
+    return 0 if all(r[1] in ("ok", "WARN") for r in rows) else 1
 
 
 def _print(rows: list[Row]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -12,14 +11,16 @@ import structlog
 
 from mira.domain.commands import ApplyConfig, SecretFailure, SecretFetch
 from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES, LoadResult, load_settings
-from mira.domain.config.masking import masked_dict
 from mira.domain.config.model import ReloadSettings, Settings
 from mira.domain.config.secret_refs import PREFIX
 from mira.domain.ports import Clock, IdGenerator, Snapshot, Watcher, WatcherFactory
+from mira.service_layer.config_subscriptions import (
+    ConfigSubscriptions,
+    KeyCallback,
+    ReloadCallback,
+)
 
 log = structlog.get_logger("mira.config")
-ReloadCallback = Callable[[dict[str, Any]], None]
-KeyCallback = Callable[[Any], None]
 Staged = tuple[tuple[SecretFetch, ...], tuple[SecretFailure, ...]]
 #: stage(settings) -> the staged reads of its secret references, and the failed ones
 Stager = Callable[[Settings], Staged]
@@ -28,67 +29,6 @@ Stager = Callable[[Settings], Staged]
 MAX_POLL_INTERVAL = 86_400.0
 _ENV_NAMES = (*ENV_OVERRIDES, *ENV_FALLBACKS)
 _REF_MARK = PREFIX.rstrip("/")  # "secret:"; JSON may write the slashes as \/
-
-
-class ConfigSubscriptions:
-    """Whole-config callbacks (the guide's register_reload_callback) and per-key ones."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._reload: tuple[ReloadCallback, ...] = ()
-        self._keys: tuple[tuple[str, KeyCallback], ...] = ()
-
-    def register_reload_callback(self, callback: ReloadCallback) -> None:
-        """`callback(new_config)` with the new config as a dict (secret values masked)."""
-        if not callable(callback):
-            raise TypeError(f"register_reload_callback needs a callable, got {callback!r}")
-        with self._lock:
-            self._reload = (*self._reload, callback)
-
-    def subscribe(self, key: str, callback: KeyCallback) -> None:
-        """`callback(new_value)` when `key` (e.g. "logging.level") or anything under it changes."""
-        if not isinstance(key, str) or not key.strip("."):
-            raise ValueError(f"subscribe needs a dotted key such as 'logging.level', got {key!r}")
-        if not callable(callback):
-            raise TypeError(f"subscribe({key!r}) needs a callable, got {callback!r}")
-        with self._lock:
-            self._keys = (*self._keys, (key.strip("."), callback))
-
-    def notify(self, changed: tuple[str, ...], settings: Settings, whole: bool = True) -> None:
-        """Run every whole-config callback (unless not `whole`: a secret rotated, the config
-        itself did not change), and the key callbacks whose key is in `changed`."""
-        if not changed:
-            return
-        data = masked_dict(settings)
-        for callback in self._reload if whole else ():
-            # Each callback gets its own copy: one that mutates its dict cannot affect the next.
-            _call(callback, copy.deepcopy(data), key=None)
-        for key, callback in self._keys:
-            if any(_covers(key, c) for c in changed):
-                _call(callback, copy.deepcopy(_lookup(data, key)), key=key)
-
-
-def _covers(key: str, changed: str) -> bool:
-    """A subscription to `key` hears about `key` itself and every key under it."""
-    return changed == key or changed.startswith(key + ".")
-
-
-def _lookup(data: Mapping[str, Any], key: str) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node
-
-
-def _call(callback: Callable[[Any], None], arg: Any, key: str | None) -> None:
-    try:
-        callback(arg)
-    except Exception:
-        log.exception(
-            "Configuration callback failed",
-            key=key,
-            callback=getattr(callback, "__qualname__", repr(callback)),
-        )
 
 
 def _may_hold_refs(text: str, environ: Mapping[str, str]) -> bool:
@@ -128,6 +68,7 @@ class ConfigReloader:
         stage: Stager | None = None,
         backend_name: str = "env",
         checks: list[Callable[[Settings], list[str]]] | None = None,
+        mount_check: Callable[[str], str | None] = lambda path: None,
     ) -> None:
         self.path = path
         self._submit = submit
@@ -139,6 +80,7 @@ class ConfigReloader:
         self._stage: Stager = stage or (lambda settings: ((), ()))
         self._backend_name = backend_name
         self._checks = checks or []
+        self._mount_check = mount_check
         self._watcher: Watcher | None = None
         self._watching: ReloadSettings | None = None
         self._lock = threading.RLock()
@@ -235,6 +177,9 @@ class ConfigReloader:
         log.info(
             "Watching configuration file", path=self.path, poll_interval=settings.poll_interval
         )
+        problem = self._mount_check(self.path)
+        if problem is not None:
+            log.warning("Hot reload will not see ConfigMap updates", reason=problem, path=self.path)
 
     def reconfigure(self, settings: ReloadSettings) -> None:
         """Apply a change of the `config` section: start/stop watching, new poll interval."""
