@@ -50,6 +50,7 @@ ENV_OVERRIDES: dict[str, tuple[str, EnvParser]] = {
     "MIRA_VAULT_URL": ("secrets.vault.url", _text),
     "MIRA_VAULT_TOKEN": ("secrets.vault.token", _text),
     "MIRA_GITHUB_ENABLED": ("integrations.github.enabled", _bool),
+    "MIRA_JOURNAL_PATH": ("journal.path", _text),
 }
 
 #: Conventional variables used only where the file leaves the key unset (file > these > default).
@@ -67,6 +68,7 @@ RESTART_REQUIRED_PREFIXES = (
     "secrets.vault.",
     "secrets.kubernetes.",
     "secrets.file.",
+    "journal.",
 )
 
 
