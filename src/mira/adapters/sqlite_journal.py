@@ -74,6 +74,8 @@ class SqliteStore:
         parent = Path(path).parent
         if not parent.is_dir():
             raise JournalUnavailable(path, f"directory {str(parent)!r} does not exist")
+        if not os.access(parent, os.W_OK):  # WAL mode writes <path>-wal and -shm beside it
+            raise JournalUnavailable(path, f"directory {str(parent)!r} is not writable")
         if Path(path).is_dir():
             raise JournalUnavailable(path, "is a directory")
         conn = None

@@ -60,17 +60,22 @@ def journal_path(args: argparse.Namespace) -> str:
     if not args.config:
         raise CliError("--journal PATH is required (or --config FILE with journal.path)", 2)
     from mira.adapters.config_file import read_config_file
-    from mira.domain.config.loading import load_settings
+    from mira.domain.config.json_text import parse_json
+    from mira.domain.config.loading import apply_environment
 
+    # Only journal.path is read: a file a reload rejected still names its journal.
     snapshot = read_config_file(args.config)
     if snapshot.text is None:
         raise CliError(f"{snapshot.error}", 2)
-    result = load_settings(snapshot.text, args.config, os.environ)
-    if result.settings is None:
-        raise CliError(f"{args.config}: invalid: {result.errors[0]}", 2)
-    if result.settings.journal.path is None:
+    raw, problem = parse_json(snapshot.text, args.config)
+    if problem:
+        raise CliError(problem, 2)
+    merged, _ = apply_environment(raw, os.environ)
+    section = merged.get("journal") if isinstance(merged, dict) else None
+    path = section.get("path") if isinstance(section, dict) else None
+    if not isinstance(path, str) or not path.strip():
         raise CliError(f"{args.config}: journal.path is not set (events are in memory only)", 2)
-    return result.settings.journal.path
+    return path
 
 
 def _read(path: str, **filters: Any) -> list[JournalRecord]:
