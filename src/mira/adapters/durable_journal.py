@@ -50,7 +50,9 @@ class DurableJournal:
         self._store: SqliteStore | None = None
         self._memory: deque[tuple[int, object]] = deque(maxlen=memory_max)
         self._position = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the position and the in-memory events
+        # One connection: appends (the bus thread), flush (the shutdown hooks' thread), close.
+        self._write = threading.Lock()
         self.degraded_reason: str | None = None
         self.moved_to: str | None = None
 
@@ -86,15 +88,18 @@ class DurableJournal:
             self._position += 1
             position = self._position
             self._memory.append((position, event))
-        store = self._store
-        if store is None:
-            return
-        try:
-            store.append(to_record(position, event), self._redact)
-        except Exception as exc:  # sqlite3.Error, OSError, MemoryError: the bus must go on
-            self._store = None
-            store.close()
-            self._degrade(reason_of(exc), position)
+        with self._write:
+            store = self._store
+            if store is None:
+                return
+            try:
+                store.append(to_record(position, event), self._redact)
+                return
+            except Exception as exc:  # sqlite3.Error, OSError, MemoryError: the bus goes on
+                self._store = None
+                store.close()
+                reason = reason_of(exc)
+        self._degrade(reason, position)
 
     def read(self, since: int = 0) -> list[object]:
         """This run's events (the last `memory_max`) after position `since`."""
@@ -102,13 +107,14 @@ class DurableJournal:
             return [event for position, event in self._memory if position > since]
 
     def flush(self) -> None:
-        store = self._store
-        if store is not None:
-            with contextlib.suppress(Exception):
-                store.checkpoint()
+        with self._write:
+            if self._store is not None:
+                with contextlib.suppress(Exception):
+                    self._store.checkpoint()
 
     def close(self) -> None:
-        store, self._store = self._store, None
+        with self._write:
+            store, self._store = self._store, None
         if store is not None:
             store.close()
 
