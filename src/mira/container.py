@@ -10,6 +10,7 @@ from typing import Any
 
 from dependency_injector import containers, providers
 
+from mira.adapters.durable_journal import DurableJournal
 from mira.adapters.env_secrets import EnvSecretsBackend
 from mira.adapters.flask_web import create_app
 from mira.adapters.kubernetes_mount import subpath_mount_warning
@@ -21,11 +22,12 @@ from mira.adapters.system_clock import SystemClock, UuidIds
 from mira.domain import events as ev
 from mira.domain.config.model import (
     FileSecretsSettings,
+    JournalSettings,
     KubernetesSecretsSettings,
     Settings,
     VaultSettings,
 )
-from mira.domain.ports import SecretsBackend
+from mira.domain.ports import EventJournal, SecretsBackend
 from mira.plans import wiring as plans
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_effects import ConfigEffects
@@ -111,7 +113,26 @@ def _logging(
     pipeline.flush()
 
 
-def _bus(journal: InMemoryJournal, metrics: Metrics) -> Iterator[MessageBus]:
+def _journal(
+    settings: JournalSettings, redactor: Redactor, metrics: Metrics, checks: dict[str, Any]
+) -> Iterator[EventJournal]:
+    """`journal.path` null: in memory (as before); else the SQLite file, opened and checked."""
+    if settings.path is None:
+        memory = InMemoryJournal(maxlen=10_000)
+        metrics.track_journal(lambda: False, memory.__len__)
+        yield memory
+        return
+    durable = DurableJournal(
+        settings.path, settings.max_events, redact=lambda text: redactor(text.encode()).decode()
+    )
+    durable.open()
+    metrics.track_journal(lambda: durable.degraded, lambda: durable.position)
+    checks["journal"] = durable.readiness
+    yield durable
+    durable.close()
+
+
+def _bus(journal: EventJournal, metrics: Metrics) -> Iterator[MessageBus]:
     bus = MessageBus(journal)
     bus.on_state(metrics.observe_state)
 
@@ -245,7 +266,10 @@ class Container(containers.DeclarativeContainer):
     redactor = providers.Singleton(Redactor)
     metrics = providers.Singleton(Metrics)
     logging = providers.Resource(_logging, settings, redactor, boot_id, metrics)
-    journal = providers.Singleton(InMemoryJournal, maxlen=10_000)
+    readiness_checks: providers.Singleton[dict[str, Any]] = providers.Singleton(dict)
+    journal = providers.Resource(
+        _journal, settings.provided.journal, redactor, metrics, readiness_checks
+    )
     bus = providers.Resource(_bus, journal, metrics)
 
     secrets_backend = providers.Selector(
@@ -291,7 +315,6 @@ class Container(containers.DeclarativeContainer):
         bus.provided.current_state,
     )
 
-    readiness_checks: providers.Singleton[dict[str, Any]] = providers.Singleton(dict)
     shutdown_hooks = providers.Singleton(ShutdownHooks)
 
     # The plans app (mira.plans: generate_plan, publish_plan to GitHub/Jira) on this runtime.

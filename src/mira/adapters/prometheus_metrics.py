@@ -71,6 +71,7 @@ class Metrics:
         )
         for phase in Phase:
             self.phase.labels(phase.value).set(0)
+        self._journal: _JournalCollector | None = None
 
     def track_token_ttl(self, ttl: Callable[[], float | None]) -> None:
         """mira_vault_token_ttl_seconds: +Inf for a token that never expires; no sample while
@@ -80,6 +81,13 @@ class Metrics:
     def track_log_sink(self, sink: LogSink) -> None:
         """Export the sink's write failures and dropped lines (a full disk)."""
         self.registry.register(_LogSinkCollector(sink))
+
+    def track_journal(self, degraded: Callable[[], bool], position: Callable[[], int]) -> None:
+        """mira_journal_degraded (1 while events are kept in memory only) and the position."""
+        if self._journal is None:
+            self._journal = _JournalCollector(degraded, position)
+            self.registry.register(self._journal)
+        self._journal.sources = degraded, position
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http.observe(method, route, status, seconds)
@@ -109,6 +117,21 @@ class _LogSinkCollector(Collector):
         )
         dropped.add_metric([], self._sink.dropped_lines)
         return [errors, dropped]
+
+
+class _JournalCollector(Collector):
+    def __init__(self, degraded: Callable[[], bool], position: Callable[[], int]) -> None:
+        self.sources = degraded, position
+
+    def collect(self) -> Iterable[Metric]:
+        is_degraded, last = self.sources
+        degraded = GaugeMetricFamily(
+            "mira_journal_degraded", "1 while the event journal file cannot be written"
+        )
+        degraded.add_metric([], 1.0 if is_degraded() else 0.0)
+        position = GaugeMetricFamily("mira_journal_position", "Position of the last event")
+        position.add_metric([], float(last()))
+        return [degraded, position]
 
 
 class _TokenTtlCollector(Collector):

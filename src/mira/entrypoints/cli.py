@@ -1,4 +1,5 @@
-"""The `mira` command: `mira serve`, `mira config check`, `mira doctor`, `mira healthcheck`."""
+"""The `mira` command: `mira serve`, `mira config check|history|diff`, `mira events`,
+`mira doctor`, `mira healthcheck`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES
 from mira.domain.config.masking import masked_dict
 from mira.domain.config.model import Settings
 from mira.domain.config.schema import iter_keys
+from mira.entrypoints import events_cli
 
 
 def config_check(path: str) -> int:
@@ -61,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = sub.add_parser("healthcheck", help="exit 0 if /health answers 200 (HEALTHCHECK)")
     health.add_argument("config", nargs="?", help="default: the running service's config file")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
-    args = parser.parse_args(argv)
+    events_cli.register(sub, config_sub)
+    args = parser.parse_args(events_cli.join_since(sys.argv[1:] if argv is None else argv))
+    if getattr(args, "run", None) is not None:
+        return events_cli.run(args)
     if args.command == "serve":
         from mira.entrypoints.web import serve as run
 

@@ -60,6 +60,7 @@ ENV_OVERRIDES: dict[str, tuple[str, EnvParser]] = {
     "MIRA_VAULT_TOKEN": ("secrets.vault.token", _text),
     "MIRA_GITHUB_ENABLED": ("integrations.github.enabled", _bool),
     "MIRA_SERVER_WORKERS": ("server.workers", _workers),
+    "MIRA_JOURNAL_PATH": ("journal.path", _text),
 }
 
 #: Conventional variables used only where the file leaves the key unset (file > these > default).
@@ -78,6 +79,7 @@ RESTART_REQUIRED_PREFIXES = (
     "secrets.vault.",
     "secrets.kubernetes.",
     "secrets.file.",
+    "journal.",
 )
 
 

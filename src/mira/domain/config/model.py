@@ -282,6 +282,27 @@ class ShutdownSettings:
     )
 
 
+def _max_events(value: Any) -> str | None:
+    if not 1 <= value <= 100_000_000:
+        return f"must be between 1 and 100000000, got {quote(value)}"
+    return None
+
+
+@dataclass(frozen=True)
+class JournalSettings:
+    """The event journal (changes need a restart)."""
+
+    path: str | None = setting(
+        None,
+        "SQLite file that keeps every event across restarts (WAL mode); null keeps them in "
+        "memory only.",
+        lambda v: None if v is None or v.strip() else "must not be empty (null: in memory)",
+    )
+    max_events: int = setting(
+        100000, "Events kept in the file; the oldest are dropped first.", _max_events
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Mira's whole configuration; `Settings()` is the all-defaults value of `{}`."""
@@ -292,3 +313,4 @@ class Settings:
     integrations: IntegrationsSettings = section(IntegrationsSettings)
     server: ServerSettings = section(ServerSettings)
     shutdown: ShutdownSettings = section(ShutdownSettings)
+    journal: JournalSettings = section(JournalSettings)

@@ -1,0 +1,72 @@
+"""An event as a journal row: type, correlation id, time and JSON-safe fields, never a secret.
+
+Settings carried by config events are stored as the masked effective config (literal secret
+values masked, `secret://` references kept) with a digest of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mira.domain.config.masking import masked_dict
+from mira.domain.config.model import Settings
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """One journaled event as it is stored and read back."""
+
+    position: int
+    at: float
+    type: str
+    correlation_id: str
+    fields: dict[str, Any]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def config_digest(masked: dict[str, Any]) -> str:
+    """`sha256:<hex>` of the masked effective config (key order does not matter)."""
+    return "sha256:" + hashlib.sha256(canonical_json(masked).encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # enums and other small values: their text
+
+
+def event_fields(event: Any) -> dict[str, Any]:
+    """The event's own fields (all but `correlation_id` and `at`) as JSON-safe values."""
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        if f.name in ("correlation_id", "at"):
+            continue
+        value = getattr(event, f.name)
+        if isinstance(value, Settings):
+            masked = masked_dict(value)
+            fields[f.name] = masked
+            fields[f"{f.name}_digest"] = config_digest(masked)
+        elif value is not None or f.metadata.get("log", True):
+            fields[f.name] = _plain(value)
+    return fields
+
+
+def to_record(position: int, event: Any) -> JournalRecord:
+    return JournalRecord(
+        position=position,
+        at=float(event.at),
+        type=type(event).__name__,
+        correlation_id=str(event.correlation_id),
+        fields=event_fields(event),
+    )
