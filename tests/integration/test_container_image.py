@@ -9,11 +9,9 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.client import HTTPConnection, HTTPException
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 
 from tests.integration.container_images import ROOT, BuiltImage, build_mira_image, run_tool
 from tests.integration.docker_engine import Engine
+from tests.load import stop_under_load
 from tests.support import free_port, http, wait_until
 
 # The first test here also builds the base and the image (a few minutes on a busy machine).
@@ -182,48 +181,12 @@ def test_a_mounted_config_change_is_applied_without_a_restart(
     assert attrs["State"]["StartedAt"] == started_at and attrs["RestartCount"] == 0
 
 
-@dataclass
-class LoadResult:
-    ok: int = 0
-    refused: int = 0
-    failures: list[str] = field(default_factory=list)
-
-
 PLAN = json.dumps(
     {
         "type": "generate_plan",
         "data": {"name": "Load", "description": "d", "goals": ["a", "b"], "duration_weeks": 4},
     }
 )
-
-
-def client_loop(port: int, stop: threading.Event, result: LoadResult, lock: threading.Lock) -> None:
-    """One keep-alive client: requests until refused, stopped, 2000 requests or 20 s."""
-    conn = HTTPConnection("127.0.0.1", port, timeout=10)
-    deadline = time.monotonic() + 20
-    try:
-        for _ in range(2000):
-            if stop.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                conn.request("POST", "/api/v1/messages", PLAN, {"Content-Type": "application/json"})
-            except ConnectionRefusedError:  # never accepted: the listener is closed
-                with lock:
-                    result.refused += 1
-                return
-            try:
-                response = conn.getresponse()
-                response.read()
-                status, detail = response.status, f"HTTP {response.status}"
-            except (OSError, HTTPException) as exc:
-                status, detail = 0, f"{type(exc).__name__}: {exc}"
-            with lock:
-                if status == 200:
-                    result.ok += 1
-                else:
-                    result.failures.append(detail)
-    finally:
-        conn.close()
 
 
 def test_docker_stop_under_load_drains_and_exits_0_failing_no_accepted_request(
@@ -233,22 +196,16 @@ def test_docker_stop_under_load_drains_and_exits_0_failing_no_accepted_request(
     write_config(config_dir, mira_config(port))
     svc = run_mira(port, *in_directory(config_dir, port))
     svc.wait_ready()
-    result, lock, stop = LoadResult(), threading.Lock(), threading.Event()
-    clients = [
-        threading.Thread(target=client_loop, args=(port, stop, result, lock)) for _ in range(6)
-    ]
-    for thread in clients:
-        thread.start()
-    try:
-        wait_until(lambda: result.ok >= 50, timeout=15, message=f"load flowing: {result}")
+    took = 0.0
+
+    def stop() -> None:
+        nonlocal took
         began = time.monotonic()
         svc.container.stop(timeout=10)  # SIGTERM, SIGKILL after 10 s
         took = time.monotonic() - began
         assert svc.exit_code() == 0, svc.logs()[-2000:]
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join(30)
+
+    result = stop_under_load(port, PLAN, stop, clients=6, flowing=50, requests=2000)
     assert result.failures == [], result.failures[:5]
     assert result.ok >= 50 and result.refused >= 1, result
     assert took < 10, f"docker stop took {took:.1f} s: it had to SIGKILL"

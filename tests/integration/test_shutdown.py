@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.load import LoadResult, stop_under_load
 from tests.support import ROOT, ServiceProcess, http, wait_until
 
 SLEEP_PATH = "/api/v1/messages"
@@ -115,61 +113,15 @@ def test_32_requests_in_flight_all_complete_while_ready_says_draining(
     assert {"close_listener_seconds", "hooks_seconds", "total_seconds"} <= done.keys()
 
 
-@dataclass
-class LoadResult:
-    ok: int = 0
-    refused: int = 0
-    failures: list[str] = field(default_factory=list)
-
-
-def steady_load(port: int, stop: threading.Event, result: LoadResult, lock: threading.Lock) -> None:
-    """One keep-alive client: requests until refused, stopped, 400 requests or 15 s."""
-    conn = HTTPConnection("127.0.0.1", port, timeout=10)
-    body = json.dumps({"type": "sleep", "data": {"ms": 5}})
-    deadline = time.monotonic() + 15
-    try:
-        for _ in range(400):
-            if stop.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                conn.request("POST", SLEEP_PATH, body, {"Content-Type": "application/json"})
-            except ConnectionRefusedError:  # never accepted: the listener was closed
-                with lock:
-                    result.refused += 1
-                return
-            try:
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, HTTPException) as exc:
-                status, detail = 0, f"{type(exc).__name__}: {exc}"
-            with lock:
-                if status == 200:
-                    result.ok += 1
-                else:
-                    result.failures.append(detail if status == 0 else f"HTTP {status}")
-    finally:
-        conn.close()
-
-
 def loaded_shutdown(svc: ServiceProcess, clients: int = 8) -> LoadResult:
     """SIGTERM while `clients` keep-alive clients send steady traffic; their outcomes."""
-    result, lock, stop = LoadResult(), threading.Lock(), threading.Event()
-    threads = [
-        threading.Thread(target=steady_load, args=(svc.port, stop, result, lock))
-        for _ in range(clients)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_until(lambda: result.ok >= 40, timeout=10, message="load flowing")
+    body = json.dumps({"type": "sleep", "data": {"ms": 5}})
+
+    def stop() -> None:
         svc.signal(signal.SIGTERM)
         assert svc.wait_exit(15) == 0, svc.stderr()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(20)
-    return result
+
+    return stop_under_load(svc.port, body, stop, clients=clients)
 
 
 def test_steady_load_drops_no_accepted_request_over_10_shutdowns(

@@ -21,7 +21,7 @@ from tests.integration.fake_github import FakeGithub
 from tests.integration.integrations_support import plan_input, publish
 from tests.integration.openbao_server import VaultServer, openbao  # noqa: F401
 from tests.integration.test_hot_reload import atomic_save, base_config
-from tests.integration.test_shutdown import LoadResult
+from tests.load import LoadResult, stop_under_load
 from tests.support import ServiceProcess, http, wait_until
 
 DEADLINE = 20.0
@@ -191,57 +191,13 @@ def test_a_rotation_reaches_every_worker(
 
 
 def loaded_stop(svc: ServiceProcess, stop_with: Any, clients: int = 6) -> LoadResult:
-    """Keep-alive clients sending requests while `stop_with()` stops the service."""
-    from http.client import HTTPConnection, HTTPException
+    """Keep-alive clients sending plan requests while `stop_with()` stops the service."""
 
-    result, lock, done = LoadResult(), threading.Lock(), threading.Event()
-    body = json.dumps(PLAN)
-
-    def client() -> None:
-        deadline = time.monotonic() + 20
-        while not done.is_set() and time.monotonic() < deadline:
-            conn = HTTPConnection("127.0.0.1", svc.port, timeout=10)
-            try:
-                for _ in range(200):
-                    try:
-                        conn.request(
-                            "POST", "/api/v1/messages", body, {"Content-Type": "application/json"}
-                        )
-                    except ConnectionRefusedError:
-                        with lock:
-                            result.refused += 1
-                        return
-                    try:
-                        response = conn.getresponse()
-                        response.read()
-                        status = response.status
-                        closing = response.getheader("Connection") == "close"
-                    except (OSError, HTTPException) as exc:
-                        with lock:
-                            result.failures.append(f"{type(exc).__name__}: {exc}")
-                        return
-                    with lock:
-                        if status == 200:
-                            result.ok += 1
-                        else:
-                            result.failures.append(f"HTTP {status}")
-                    if closing or done.is_set():
-                        break
-            finally:
-                conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_until(lambda: result.ok >= 40, DEADLINE, message="load flowing")
+    def stop() -> None:
         stop_with()
         assert svc.wait_exit(DEADLINE) == 0, svc.stderr()
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(25)
-    return result
+
+    return stop_under_load(svc.port, json.dumps(PLAN), stop, clients=clients, requests=200)
 
 
 def test_sigterm_under_load_with_two_workers_fails_no_accepted_request(

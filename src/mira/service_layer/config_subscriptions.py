@@ -7,12 +7,11 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import structlog
-
 from mira.domain.config.masking import masked_dict
 from mira.domain.config.model import Settings
+from mira.service_layer.callbacks import call_isolated
 
-log = structlog.get_logger("mira.config")
+FAILED = "Configuration callback failed"
 ReloadCallback = Callable[[dict[str, Any]], None]
 KeyCallback = Callable[[Any], None]
 
@@ -49,10 +48,10 @@ class ConfigSubscriptions:
         data = masked_dict(settings)
         for callback in self._reload if whole else ():
             # Each callback gets its own copy: one that mutates its dict cannot affect the next.
-            _call(callback, copy.deepcopy(data), key=None)
+            call_isolated(callback, copy.deepcopy(data), FAILED, key=None)
         for key, callback in self._keys:
             if any(_covers(key, c) for c in changed):
-                _call(callback, copy.deepcopy(_lookup(data, key)), key=key)
+                call_isolated(callback, copy.deepcopy(_lookup(data, key)), FAILED, key=key)
 
 
 def _covers(key: str, changed: str) -> bool:
@@ -65,14 +64,3 @@ def _lookup(data: Mapping[str, Any], key: str) -> Any:
     for part in key.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
     return node
-
-
-def _call(callback: Callable[[Any], None], arg: Any, key: str | None) -> None:
-    try:
-        callback(arg)
-    except Exception:
-        log.exception(
-            "Configuration callback failed",
-            key=key,
-            callback=getattr(callback, "__qualname__", repr(callback)),
-        )

@@ -27,6 +27,7 @@ from mira.domain.config.secret_refs import SecretRef, find_refs
 from mira.domain.ports import Clock, IdGenerator, SecretsBackend
 from mira.domain.secret_value import SecretValue
 from mira.service_layer.bus import MessageBus
+from mira.service_layer.callbacks import call_isolated
 from mira.service_layer.secret_cache import SecretCache
 from mira.service_layer.secret_fetch import SecretFetcher
 
@@ -50,14 +51,7 @@ class SecretCallbacks:
 
     def run(self, name: str, new_value: Any) -> None:
         for callback in self._callbacks.get(name, ()):
-            try:
-                callback(new_value)
-            except Exception:
-                log.exception(
-                    "Secret refresh callback failed",
-                    secret=name,
-                    callback=getattr(callback, "__qualname__", repr(callback)),
-                )
+            call_isolated(callback, new_value, "Secret refresh callback failed", secret=name)
 
 
 class SecretsManager:
