@@ -109,6 +109,7 @@ def test_all_checks_pass_against_openbao_github_and_jira(
     assert code == 0, output
     assert list(rows) == [
         "config",
+        "config mount",
         "secrets:vault",
         "secret references",
         "integration:github",
