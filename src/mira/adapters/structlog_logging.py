@@ -6,160 +6,27 @@ the live level, and configures structlog (which is process-wide by nature) to wr
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
-import sys
-import time
 from typing import Any
 
 import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from mira.adapters.log_lines import (
+    CONSOLE,
+    FIRST_KEYS,
+    LEVELS,
+    MiraLogger,
+    NamedSink,
+    StdlibBridge,
+    callsite_fields,
+    get_logger,
+    timestamp,
+)
 from mira.adapters.log_sink import LogSink, Redactor, open_log_file
 from mira.domain.config.model import LoggingSettings
-
-LEVELS = {
-    "debug": 10,
-    "info": 20,
-    "warning": 30,
-    "warn": 30,
-    "error": 40,
-    "exception": 40,
-    "critical": 50,
-    "fatal": 50,
-    "msg": 20,
-}
-FIRST_KEYS = (
-    "timestamp",
-    "level",
-    "logger",
-    "message",
-    "correlation_id",
-    "module",
-    "function",
-    "line",
-)
-_SKIP_FRAMES = ("structlog", "logging", "mira.adapters.structlog_logging")
-_UTC = dt.UTC
-#: a line with `lifecycle=True` (reloads, rotations, shutdown phases) is written at any level
-LIFECYCLE = "lifecycle"
-
-
-class _Timestamps:
-    """ISO 8601 UTC with microseconds; the date-time part is formatted once per second."""
-
-    second = -1
-    prefix = ""
-
-
-def timestamp() -> str:
-    now = time.time()
-    second = int(now)
-    if second != _Timestamps.second:
-        _Timestamps.prefix = dt.datetime.fromtimestamp(second, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _Timestamps.second = second
-    return f"{_Timestamps.prefix}.{int((now - second) * 1_000_000):06d}+00:00"
-
-
-class _NamedSink:
-    """What structlog wraps: carries the logger name and the pipeline it writes through."""
-
-    __slots__ = ("name", "pipeline")
-
-    def __init__(self, name: str, pipeline: LogPipeline) -> None:
-        self.name = name
-        self.pipeline = pipeline
-
-    def msg(self, line: bytes) -> None:
-        self.pipeline.emit(line, urgent=False)
-
-    def urgent(self, line: bytes) -> None:
-        self.pipeline.emit(line, urgent=True)
-
-    debug = info = log = msg
-    warning = warn = error = critical = exception = fatal = urgent
-
-
-class MiraLogger(structlog.BoundLoggerBase):
-    """A bound logger that drops lines under the live level before any processing."""
-
-    def _at(self, level: int, method: str, event: str | None, kw: dict[str, Any]) -> Any:
-        pipeline = self._logger.pipeline
-        if level < pipeline.threshold and not (pipeline.lifecycle and kw.get(LIFECYCLE)):
-            return None
-        return self._proxy_to_logger(method, event, **kw)
-
-    def debug(self, event: str | None = None, **kw: Any) -> Any:
-        return self._at(10, "debug", event, kw)
-
-    def info(self, event: str | None = None, **kw: Any) -> Any:
-        return self._at(20, "info", event, kw)
-
-    def warning(self, event: str | None = None, **kw: Any) -> Any:
-        return self._at(30, "warning", event, kw)
-
-    warn = warning
-
-    def error(self, event: str | None = None, **kw: Any) -> Any:
-        return self._at(40, "error", event, kw)
-
-    def exception(self, event: str | None = None, **kw: Any) -> Any:
-        kw.setdefault("exc_info", True)
-        return self._at(40, "error", event, kw)
-
-    def critical(self, event: str | None = None, **kw: Any) -> Any:
-        return self._at(50, "critical", event, kw)
-
-    def log(self, level: int, event: str | None = None, **kw: Any) -> Any:
-        name = logging.getLevelName(level).lower()
-        return self._at(level, name if name in LEVELS else "info", event, kw)
-
-
-def _callsite(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-    event_dict["timestamp"] = timestamp()
-    event_dict["level"] = "ERROR" if method == "exception" else method.upper()
-    event_dict.setdefault("logger", getattr(logger, "name", "mira"))
-    if "module" not in event_dict:
-        frame = sys._getframe(4)
-        while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
-            _SKIP_FRAMES
-        ):
-            frame = frame.f_back
-        event_dict["module"] = frame.f_globals.get("__name__", "?").rpartition(".")[2]
-        event_dict["function"] = frame.f_code.co_name
-        event_dict["line"] = frame.f_lineno
-    return event_dict
-
-
-_CONSOLE = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
-
-
-class _StdlibBridge(logging.Handler):
-    """Routes stdlib logging (Flask, cheroot, libraries) into the same structured stream."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            fields: dict[str, Any] = {
-                "logger": record.name,
-                "module": record.module,
-                "function": record.funcName,
-                "line": record.lineno,
-            }
-            if record.exc_info:
-                fields["exc_info"] = record.exc_info
-            method = record.levelname.lower()
-            get_logger(record.name)._at(
-                record.levelno, method if method in LEVELS else "info", record.getMessage(), fields
-            )
-        except Exception:
-            self.handleError(record)
-
-
-def get_logger(name: str) -> MiraLogger:
-    logger: MiraLogger = structlog.get_logger(name)
-    return logger
 
 
 class LogPipeline:
@@ -188,12 +55,12 @@ class LogPipeline:
             processors=[
                 structlog.contextvars.merge_contextvars,
                 self._defaults,
-                _callsite,
+                callsite_fields,
                 structlog.processors.format_exc_info,
                 self._render,
             ],
             wrapper_class=MiraLogger,
-            logger_factory=lambda name="mira", *args: _NamedSink(name, self),
+            logger_factory=lambda name="mira", *args: NamedSink(name, self),
             # Not cached: a logger made before an embedding app's second container must write
             # through the pipeline configured last.
             cache_logger_on_first_use=False,
@@ -201,7 +68,7 @@ class LogPipeline:
         root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)
-        root.addHandler(_StdlibBridge())
+        root.addHandler(StdlibBridge())
         root.setLevel(self.threshold)
         # watchdog's DEBUG lines describe every inotify event: with a log file in a watched
         # directory each line would cause the next one.
@@ -300,7 +167,7 @@ class LogPipeline:
 
     def _render(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:
         if not self.json:
-            return (_CONSOLE(logger, method, event_dict) + "\n").encode()
+            return (CONSOLE(logger, method, event_dict) + "\n").encode()
         event_dict["message"] = event_dict.pop("event", None)
         ordered = {k: event_dict.pop(k) for k in FIRST_KEYS if k in event_dict}
         ordered.update(event_dict)
