@@ -19,34 +19,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from mira.adapters.cheroot_server import PortInUseError, refuse_new_handshakes
 from mira.adapters.request_metrics import add_rows, decode_rows
-from mira.adapters.worker_channel import Channel, ChannelClosed
+from mira.adapters.worker_channel import Channel
+from mira.adapters.worker_link import WorkerLink
 
 log = structlog.get_logger("mira.supervisor")
 PREPARE_TIMEOUT = 5.0
 START_TIMEOUT = 60.0
 _TICK = 0.5
 Snapshot = dict[str, Any]
-
-
-@dataclass
-class _Worker:
-    index: int
-    proc: subprocess.Popen[bytes]
-    channel: Channel
-    pending: dict[int, Future[dict[str, Any]]] = field(default_factory=dict)
-    last_heard: float = field(default_factory=time.monotonic)
-    in_flight: int = 0
-    gone: bool = False
-    rows: dict[Any, list[float]] = field(default_factory=dict)  # its request metrics, last seen
 
 
 class WorkerPool:
@@ -72,7 +58,7 @@ class WorkerPool:
         self._render_metrics = render_metrics
         #: request metrics of replaced workers: the sum never goes backwards
         self._retired: dict[Any, list[float]] = {}
-        self._workers: dict[int, _Worker] = {}
+        self._workers: dict[int, WorkerLink] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # rollouts and respawns, one at a time
         self._committed: Snapshot | None = None
@@ -116,12 +102,12 @@ class WorkerPool:
             status = self._bus_status()
             for worker in list(self._workers.values()):
                 self._check(worker)
-                self._tell(worker, {"op": "tick", "stalled": status})
+                worker.tell({"op": "tick", "stalled": status})
 
     def start_draining(self) -> None:
         self._draining = True
         for worker in list(self._workers.values()):
-            self._tell(worker, {"op": "drain"})
+            worker.tell({"op": "drain"})
 
     def close_listener(self) -> None:
         """New connections refused (not reset); every worker serves what is queued, then
@@ -131,9 +117,9 @@ class WorkerPool:
         if listener is None:
             return
         refuse_new_handshakes(listener)
-        replies = [(w, self._ask(w, {"op": "close"})) for w in self._live()]
-        for worker, reply in replies:
-            self._wait(worker, reply, PREPARE_TIMEOUT)
+        replies = [w.ask({"op": "close"}) for w in self._live()]
+        for reply in replies:
+            WorkerLink.wait(reply, PREPARE_TIMEOUT)
         listener.close()
         self._listener = None
 
@@ -146,10 +132,10 @@ class WorkerPool:
             time.sleep(0.02)
 
     def in_flight_now(self) -> int:
-        replies = [(w, self._ask(w, {"op": "status"})) for w in self._live()]
+        replies = [(w, w.ask({"op": "status"})) for w in self._live()]
         total = 0
         for worker, reply in replies:
-            answer = self._wait(worker, reply, 1.0)
+            answer = WorkerLink.wait(reply, 1.0)
             total += int(answer.get("pending", 0)) if answer else worker.in_flight
         return total
 
@@ -157,7 +143,7 @@ class WorkerPool:
         self._stopping.set()
         self._closing = True
         for worker in list(self._workers.values()):
-            self._tell(worker, {"op": "stop"})
+            worker.tell({"op": "stop"})
         deadline = time.monotonic() + timeout
         for worker in list(self._workers.values()):
             try:
@@ -187,12 +173,11 @@ class WorkerPool:
             sid = next(self._ids)
             workers = self._live()
             asked = [
-                (w, self._ask(w, {"op": "prepare", "id": sid, "snapshot": snapshot}))
-                for w in workers
+                (w, w.ask({"op": "prepare", "id": sid, "snapshot": snapshot})) for w in workers
             ]
             failures = []
             for worker, reply in asked:
-                answer = self._wait(worker, reply, PREPARE_TIMEOUT)
+                answer = WorkerLink.wait(reply, PREPARE_TIMEOUT)
                 if worker.gone:
                     continue  # replaced from the committed snapshot anyway
                 if answer is None:
@@ -203,12 +188,12 @@ class WorkerPool:
                     failures.append(f"worker {worker.index}: {answer.get('reason')}")
             if failures:
                 for worker in workers:
-                    self._tell(worker, {"op": "abort", "id": sid})
+                    worker.tell({"op": "abort", "id": sid})
                 return "; ".join(failures)
             self._committed, self._committed_id = snapshot, sid
             self._publish(sid)  # every worker serves it from its next request on
             for worker in workers:
-                self._tell(worker, {"op": "commit", "id": sid})
+                worker.tell({"op": "commit", "id": sid})
             return None
 
     def _publish(self, sid: int) -> None:
@@ -217,19 +202,22 @@ class WorkerPool:
     # -- metrics ---------------------------------------------------------------------------
     def aggregate_rows(self) -> dict[Any, list[float]]:
         """Every worker's request metrics now, plus those of workers since replaced."""
-        replies = [(w, self._ask(w, {"op": "rows"})) for w in self._live()]
+        replies = [(w, w.ask({"op": "rows"})) for w in self._live()]
         for worker, reply in replies:
-            answer = self._wait(worker, reply, 1.0)
+            answer = WorkerLink.wait(reply, 1.0)
             if answer is not None:
                 worker.rows = decode_rows(answer.get("rows", []))
         return add_rows([self._retired, *(w.rows for w in self._workers.values() if not w.gone)])
 
-    def _answer_metrics(self, worker: _Worker, message: dict[str, Any]) -> None:
+    def _on_request(self, worker: WorkerLink, message: dict[str, Any]) -> None:
+        """A worker asks: for now only for /metrics (the whole service's)."""
+        if message.get("op") != "metrics":
+            return
         try:
             text = self._render_metrics().decode()
         except Exception as exc:
             text = f"# mira: metrics could not be gathered: {type(exc).__name__}\n"
-        self._tell(worker, {"reply_to": message.get("rid", 0), "text": text})
+        worker.tell({"reply_to": message.get("rid", 0), "text": text})
 
     # -- workers ---------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
@@ -244,26 +232,21 @@ class WorkerPool:
             close_fds=True,
         )
         child.close()
-        worker = _Worker(index, proc, Channel(parent))
+        worker = WorkerLink(index, proc, Channel(parent), self._on_request)
         self._workers[index] = worker
-        threading.Thread(
-            target=self._read, args=(worker,), name=f"mira-worker-{index}", daemon=True
-        ).start()
         sid = self._committed_id  # a new worker starts on the committed snapshot
-        prepared = self._wait(
-            worker,
-            self._ask(worker, {"op": "prepare", "id": sid, "snapshot": self._committed}),
-            START_TIMEOUT,
+        prepared = WorkerLink.wait(
+            worker.ask({"op": "prepare", "id": sid, "snapshot": self._committed}), START_TIMEOUT
         )
         if prepared is None or not prepared.get("ok"):
             why = prepared.get("reason") if prepared else "no answer"
             raise OSError(f"worker {index} could not start: {why}")
-        self._tell(worker, {"op": "commit", "id": sid, "first": True})
+        worker.tell({"op": "commit", "id": sid, "first": True})
         if self._draining:
-            self._tell(worker, {"op": "drain"})
+            worker.tell({"op": "drain"})
         log.info("worker_started", worker=index, pid=proc.pid)
 
-    def _check(self, worker: _Worker) -> None:
+    def _check(self, worker: WorkerLink) -> None:
         if self._closing:
             return
         code = worker.proc.poll()
@@ -287,62 +270,16 @@ class WorkerPool:
                 pid=worker.proc.pid,
                 exit_code=code,
             )
-        worker.gone = True
         self._retired = add_rows([self._retired, worker.rows])
-        worker.channel.close()
+        worker.close()
         with self._lock:
             try:
                 self._spawn(worker.index)
             except OSError:
                 log.exception("Worker replacement failed; trying again", worker=worker.index)
 
-    def _live(self) -> list[_Worker]:
+    def _live(self) -> list[WorkerLink]:
         return [w for w in self._workers.values() if not w.gone]
-
-    def _read(self, worker: _Worker) -> None:
-        with contextlib.suppress(ChannelClosed):
-            while True:
-                message = worker.channel.recv()
-                worker.last_heard = time.monotonic()
-                op = message.get("op")
-                if op == "heartbeat":
-                    worker.in_flight = int(message.get("in_flight", 0))
-                    worker.rows = decode_rows(message.get("rows", []))
-                    continue
-                if op == "metrics":  # a worker serving /metrics asks for the whole service's
-                    threading.Thread(
-                        target=self._answer_metrics, args=(worker, message), daemon=True
-                    ).start()
-                    continue
-                reply = worker.pending.pop(int(message.get("reply_to", 0)), None)
-                if reply is not None:
-                    reply.set_result(message)
-        for reply in list(worker.pending.values()):
-            reply.cancel()
-
-    def _ask(self, worker: _Worker, message: dict[str, Any]) -> Future[dict[str, Any]]:
-        rid = next(self._ids)
-        reply: Future[dict[str, Any]] = Future()
-        worker.pending[rid] = reply
-        if not self._tell(worker, {**message, "rid": rid}):
-            reply.cancel()
-        return reply
-
-    def _tell(self, worker: _Worker, message: dict[str, Any]) -> bool:
-        try:
-            worker.channel.send(message)
-            return True
-        except ChannelClosed:
-            return False
-
-    @staticmethod
-    def _wait(
-        worker: _Worker, reply: Future[dict[str, Any]], timeout: float
-    ) -> dict[str, Any] | None:
-        try:
-            return reply.result(timeout)
-        except (FutureTimeout, Exception):
-            return None
 
 
 def cpu_count() -> int:
