@@ -14,6 +14,7 @@ from mira.domain.commands import ApplyConfig, SecretFailure, SecretFetch
 from mira.domain.config.loading import load_settings
 from mira.domain.config.model import LoggingSettings, ReloadSettings, Settings
 from mira.domain.secret_value import MASK
+from mira.domain.state import RuntimeState
 from mira.service_layer.bus import MessageBus
 from mira.service_layer.config_effects import ConfigEffects
 from mira.service_layer.config_reload import MAX_POLL_INTERVAL, ConfigReloader
@@ -338,3 +339,28 @@ def test_a_rejected_file_is_logged_at_error_with_reasons_and_the_old_config_stay
     assert "invalid JSON at line 1, column" in line["reasons"][0] and line["generation"] == 1
     assert rt.bus.state.settings is not None and rt.bus.state.settings.logging.level == "WARNING"
     assert event in rt.journal.events
+
+
+def test_a_rotation_redelivers_the_keys_that_reference_it_but_not_the_whole_config() -> None:
+    live = settings({"integrations": {"github": {"token": "secret://gh:token"}}})
+    h = Harness()
+    whole: list[Any] = []
+    keyed: list[Any] = []
+    h.reloader.register_reload_callback(whole.append)
+    h.reloader.subscribe("integrations.github", keyed.append)
+    state = RuntimeState(settings=live, config_generation=1)
+    effects = ConfigEffects(h.reloader, lambda s: None, lambda: state)
+    rotated = ev.SecretRotated(
+        correlation_id="c",
+        at=1.0,
+        secret="gh",
+        fingerprint="new",
+        previous_fingerprint="old",
+        version=None,
+        backend="memory",
+        seq=2,
+    )
+    with capture_logs():
+        effects.on_secret_rotated(rotated)
+    assert whole == []  # the config did not change: whole-config callbacks stay quiet
+    assert len(keyed) == 1 and keyed[0]["token"] == "secret://gh:token"  # never the value
