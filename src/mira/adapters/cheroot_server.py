@@ -228,6 +228,7 @@ class CherootServer:
         taken = 0
         try:
             refuse_new_handshakes(sock)
+            time.sleep(HANDSHAKE_GRACE)  # handshakes under way land in the backlog
             sock.setblocking(False)
             while (conn := manager._from_server_socket(sock)) is not None:
                 server.process_conn(conn)
@@ -293,6 +294,22 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be at least 1, got {value}")
 
 
+#: A classic BPF program for the listening socket: drop a packet with SYN and without ACK (a new
+#: connection), keep everything else, in particular the ACK that completes a handshake already
+#: under way: dropping that one too left such a connection half-open and reset it at close.
+#: A TCP socket filter sees the TCP header at offset 0; byte 13 holds the flags.
+_SYN_ONLY = (
+    (0x30, 0, 0, 13),  # ldb [13]
+    (0x45, 2, 0, 0x10),  # jset #ACK -> keep
+    (0x45, 0, 1, 0x02),  # jset #SYN -> drop, else keep
+    (0x06, 0, 0, 0),  # ret #0: drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole packet
+)
+#: After new SYNs are dropped, how long handshakes already under way get to complete (one round
+#: trip) before the backlog is emptied for the last time.
+HANDSHAKE_GRACE = 0.05
+
+
 def refuse_new_handshakes(sock: socket.socket) -> None:
     """On Linux, drop new SYNs so the backlog stops growing while it is emptied.
 
@@ -301,8 +318,9 @@ def refuse_new_handshakes(sock: socket.socket) -> None:
     """
     if not sys.platform.startswith("linux"):
         return
-    drop_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF "ret #0"
-    program = struct.pack("HP", 1, ctypes.addressof(drop_all))  # struct sock_fprog
+    code = b"".join(struct.pack("HBBI", *instruction) for instruction in _SYN_ONLY)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = struct.pack("HP", len(_SYN_ONLY), ctypes.addressof(buffer))  # struct sock_fprog
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
     except OSError:
