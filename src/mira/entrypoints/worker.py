@@ -8,6 +8,7 @@ whole process group must not skip the supervisor's drain).
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import mmap
 import signal
@@ -34,6 +35,10 @@ from mira.domain.state import RuntimeState
 from mira.service_layer.snapshots import read_snapshot
 
 HEARTBEAT = 1.0
+#: the snapshot the request being handled on this thread started with
+_PINNED: contextvars.ContextVar[RuntimeState | None] = contextvars.ContextVar(
+    "mira_pinned_snapshot", default=None
+)
 _Prepared = tuple[RuntimeState, dict[SecretRef, SecretValue]]
 
 
@@ -72,6 +77,17 @@ class WorkerView:
 
     @property
     def state(self) -> RuntimeState:
+        """The snapshot the current request started with (pinned), else the committed one."""
+        pinned = _PINNED.get()
+        return pinned if pinned is not None else self.committed_state()
+
+    def pin(self) -> RuntimeState:
+        """At the start of a request: this request keeps the snapshot committed now."""
+        state = self.committed_state()
+        _PINNED.set(state)
+        return state
+
+    def committed_state(self) -> RuntimeState:
         sid = self.committed
         if sid != self._active:
             with self._lock:
@@ -164,7 +180,7 @@ class Worker:
     def _commit(self) -> None:
         """After the switch: what may take longer than a request should wait for."""
         previous_logging = self._logging
-        state = self.view.state
+        state = self.view.committed_state()
         if state.settings is None:
             return
         if self.server is None:
@@ -201,7 +217,8 @@ class Worker:
         threading.Thread(target=self._heartbeat, name="mira-heartbeat", daemon=True).start()
 
     def _request_fields(self) -> dict[str, Any]:
-        return {"worker": self.index, "config_generation": self.view.state.config_generation}
+        """Called at the start of each request: pin its snapshot, name it on its lines."""
+        return {"worker": self.index, "config_generation": self.view.pin().config_generation}
 
     def _metrics(self) -> bytes:
         """/metrics: the whole service's, as the supervisor sums it (this worker's own when the
