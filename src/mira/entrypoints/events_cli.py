@@ -18,8 +18,8 @@ from mira.domain.config.history import (
     config_history,
     diff_generations,
 )
-from mira.domain.journal_record import JournalRecord
-from mira.entrypoints.events_format import history_row, iso_time, record_line, record_row
+from mira.domain.journal_record import JournalRecord, iso_time
+from mira.entrypoints.events_format import history_row, record_line, record_row
 
 FOLLOW_INTERVAL = 0.25
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
