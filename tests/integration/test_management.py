@@ -3,6 +3,7 @@ HTTP over loopback, real SQLite, secrets rotated through the `file` backend's wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 
 from tests.integration.test_hot_reload import base_config
+from tests.integration.test_workers import every_worker_serves, served
+from tests.integration.test_workers import start as start_workers
 from tests.support import ServiceProcess, free_port, http, wait_until
 
 PLAN = {
@@ -35,24 +38,32 @@ def write_secret(root: Path, name: str, key: str, value: str) -> None:
     os.replace(tmp, folder / key)
 
 
+def common(tmp_path: Path) -> dict[str, Any]:
+    """The secrets as files (rotated by replacing them) and a journal file."""
+    secrets = tmp_path / "secrets"
+    write_secret(secrets, "api", "token", API_V1)
+    write_secret(secrets, "admin", "token", ADMIN_V1)
+    return {
+        "secrets": {"backend": "file", "file": {"directory": str(secrets)}},
+        "journal": {"path": str(tmp_path / "journal.db")},
+    }
+
+
 @pytest.fixture
 def services() -> Iterator[list[ServiceProcess]]:
+    """Services started here; their worker processes too, should one outlive its supervisor."""
     started: list[ServiceProcess] = []
     yield started
     for svc in started:
         svc.stop()
+        for pid in svc.__dict__.get("worker_pids", []):
+            if Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def start(services: list[ServiceProcess], tmp_path: Path, **sections: Any) -> ServiceProcess:
-    secrets = tmp_path / "secrets"
-    write_secret(secrets, "api", "token", API_V1)
-    write_secret(secrets, "admin", "token", ADMIN_V1)
-    config = base_config(
-        0,
-        secrets={"backend": "file", "file": {"directory": str(secrets)}},
-        journal={"path": str(tmp_path / "journal.db")},
-        **sections,
-    )
+    config = base_config(0, **common(tmp_path), **sections)
     config["server"]["port"] = config["server"].get("port") or free_port()
     svc = ServiceProcess(tmp_path, config)
     services.append(svc)
@@ -270,3 +281,54 @@ def test_mira_events_and_config_history_read_the_running_service_over_url(
         assert failed.returncode != 0
         assert expected in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
         assert ADMIN_V1 not in failed.stderr
+
+
+# -- the same with workers: the supervisor serves the management listener ----------------------
+def test_with_two_workers_the_supervisor_serves_probes_metrics_and_admin_and_tokens_rotate(
+    tmp_path: Path, services: list[ServiceProcess]
+) -> None:
+    tokens = {"api_tokens": ["secret://api:token", API_LITERAL]}
+    config = managed(**tokens)
+    svc = start_workers(services, tmp_path, 2, **common(tmp_path), **config)
+    check_probes_moved(svc)
+    supervisor = json.loads(mgmt(svc, "/ready")[2])
+    assert supervisor["status"] == "ready" and "reasons" not in supervisor
+    check_api_tokens_rotate(svc, tmp_path)
+    every_worker_serves_with_token(svc)
+    metrics = mgmt(svc, "/metrics")[2].decode()
+    served = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("mira_http_requests_total{")
+        and 'route="/api/v1/messages",status="200"' in line
+    ]
+    assert served and sum(served) >= 4  # both workers' requests, summed by the supervisor
+    check_admin(svc, tmp_path)
+    assert not [x for x in svc.lines() if "api_tokens is not set" in x.get("message", "")]
+    assert_tokens_not_logged(svc)
+
+
+def every_worker_serves_with_token(svc: ServiceProcess) -> None:
+    """Every worker accepts the rotated token (the kernel picks the worker of a connection)."""
+    original, statuses = svc.post, []
+
+    def post(path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, str], bytes]:
+        answer = original(path, body, headers=bearer(API_V2), **kw)
+        statuses.append(answer[0])
+        return answer
+
+    svc.post = post  # type: ignore[method-assign]
+    try:
+        every_worker_serves(svc, 2, since=len(served(svc)))
+    finally:
+        svc.post = original  # type: ignore[method-assign]
+    assert set(statuses) == {200}
+
+
+def test_with_two_workers_an_open_api_is_warned_about_once_by_the_supervisor(
+    tmp_path: Path, services: list[ServiceProcess]
+) -> None:
+    svc = start_workers(services, tmp_path, 2, **common(tmp_path))
+    every_worker_serves(svc, 2)
+    warnings = [x for x in svc.lines() if "api_tokens is not set" in x.get("message", "")]
+    assert len(warnings) == 1 and "worker" not in warnings[0]

@@ -9,6 +9,7 @@ last scrape still sees the shutdown's metrics. It is stopped when the process is
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import structlog
 
@@ -64,3 +65,7 @@ class ManagedServer:
     @property
     def in_flight(self) -> int:
         return self.main.in_flight
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything beyond the `Server` port (the worker pool's `rollout`) is the main one's."""
+        return getattr(self.main, name)
