@@ -7,6 +7,7 @@ import re
 from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES
 from mira.domain.config.model import Settings
 from mira.domain.config.schema import iter_keys, to_dict
+from mira.entrypoints.events_remote import TOKEN_ENV
 from tests.support import ROOT
 
 DOC = (ROOT / "DEPLOYMENT.md").read_text()
@@ -19,6 +20,7 @@ def code_env_vars() -> set[str]:
     """Every variable Mira itself reads (backend-specific reference mappings aside)."""
     names = set(ENV_OVERRIDES) | set(ENV_FALLBACKS)
     names |= {str(k.default) for k in iter_keys(Settings) if k.path.endswith("_env")}
+    names.add(TOKEN_ENV)  # read by the CLI's --url, not by the service
     return names
 
 
