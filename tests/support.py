@@ -101,6 +101,8 @@ class ServiceProcess:
         self.workdir = workdir
         self.port = config.setdefault("server", {}).setdefault("port", free_port())
         config["server"].setdefault("host", "127.0.0.1")
+        #: where /ready is served: the management listener when the config sets one
+        self.management_port: int | None = config.get("management", {}).get("port")
         self.config_path = workdir / "config.json"
         self.config_path.write_text(json.dumps(config))
         self.log_path = workdir / "stdout.log"
@@ -116,6 +118,11 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def probe_url(self) -> str:
+        port = self.management_port or self.port
+        return f"http://127.0.0.1:{port}"
+
     def start(self, wait_ready: bool = True) -> ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, str(self.config_path)],
@@ -125,14 +132,14 @@ class ServiceProcess:
             stderr=self.err_path.open("wb"),
         )
         if wait_ready:
-            wait_until(self._ready, timeout=30, message=f"{self.url}/ready")
+            wait_until(self._ready, timeout=30, message=f"{self.probe_url}/ready")
         return self
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"service exited with {self.proc.returncode}: {self.stderr()}")
         try:
-            return http("GET", f"{self.url}/ready", timeout=1)[0] == 200
+            return http("GET", f"{self.probe_url}/ready", timeout=1)[0] == 200
         except OSError:
             return False
 

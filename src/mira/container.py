@@ -8,13 +8,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import structlog
 from dependency_injector import containers, providers
 
+from mira.adapters.bearer_auth import BearerTokens
 from mira.adapters.durable_journal import DurableJournal
 from mira.adapters.env_secrets import EnvSecretsBackend
 from mira.adapters.flask_web import create_app
 from mira.adapters.kubernetes_mount import subpath_mount_warning
 from mira.adapters.log_sink import Redactor
+from mira.adapters.management_web import create_management_app
 from mira.adapters.memory_journal import InMemoryJournal
 from mira.adapters.prometheus_metrics import Metrics
 from mira.adapters.structlog_logging import LogPipeline
@@ -192,7 +195,9 @@ def _watcher_factory() -> Callable[..., Any]:
     return ConfigWatcher
 
 
-def _server(app: Any, settings: Settings, metrics: Metrics) -> Iterator[Any]:
+def _server(
+    app: Any, settings: Settings, metrics: Metrics, management: Callable[[], Any]
+) -> Iterator[Any]:
     from mira.adapters.cheroot_server import CherootServer
 
     s = settings.server
@@ -200,8 +205,67 @@ def _server(app: Any, settings: Settings, metrics: Metrics) -> Iterator[Any]:
         app, host=s.host, port=s.port, threads=s.threads, request_queue_size=s.request_queue_size
     )
     metrics.in_flight.set_function(lambda: float(server.in_flight))
-    yield server
-    server.stop(timeout=1.0)
+    yield from _with_management(server, settings, management)
+
+
+def _with_management(server: Any, settings: Settings, app: Callable[[], Any]) -> Iterator[Any]:
+    """`server` alone, or with the management listener beside it (closed last)."""
+    m = settings.management
+    if m.port is None:
+        yield server
+        server.stop(timeout=1.0)
+        return
+    from mira.adapters.cheroot_server import CherootServer
+    from mira.adapters.management_listener import ManagedServer
+
+    listener = CherootServer(
+        app(), host=m.host or settings.server.host, port=m.port, threads=4, server_name="mira-mgmt"
+    )
+    managed = ManagedServer(server, listener)
+    yield managed
+    managed.close(timeout=1.0)
+
+
+def main_port_probes(settings: Settings) -> str:
+    """What server.port answers of /health, /ready, /metrics (see `create_app`)."""
+    m = settings.management
+    if m.port is None:
+        return "detailed"
+    return "public" if m.public_ready else "none"
+
+
+def _token_texts(bus: Any, pick: Callable[[Settings], Any]) -> Callable[[], tuple[str, ...]]:
+    """The configured tokens now (the committed snapshot's, in a worker)."""
+
+    def texts() -> tuple[str, ...]:
+        settings = bus.state.settings
+        value = pick(settings) if settings is not None else None
+        return () if value is None else (value,) if isinstance(value, str) else tuple(value)
+
+    return texts
+
+
+def _api_tokens(bus: Any) -> Callable[[], tuple[str, ...]]:
+    return _token_texts(bus, lambda s: s.server.api_tokens)
+
+
+def _management_token(bus: Any) -> Callable[[], tuple[str, ...]]:
+    return _token_texts(bus, lambda s: s.management.token)
+
+
+def _journal_file(settings: Settings) -> Callable[[], str | None]:
+    """The file /admin reads: the journal.path this process opened (a change needs a restart)."""
+    path = settings.journal.path
+    return lambda: path
+
+
+def warn_open_api(settings: Settings) -> None:
+    """At start-up (the supervisor's, with workers): say once that anyone may call the API."""
+    if not settings.server.api_tokens:
+        structlog.get_logger("mira.app").warning(
+            "server.api_tokens is not set: POST /api/v1/messages is open to anyone who "
+            "reaches server.port"
+        )
 
 
 def worker_count(settings: Settings) -> int:
@@ -217,7 +281,11 @@ def _process_model(settings: Settings) -> str:
 
 
 def _worker_pool(
-    settings: Settings, snapshot: Callable[[], Any], bus: MessageBus, metrics: Metrics
+    settings: Settings,
+    snapshot: Callable[[], Any],
+    bus: MessageBus,
+    metrics: Metrics,
+    management: Callable[[], Any],
 ) -> Iterator[Any]:
     from mira.adapters.worker_pool import WorkerPool
 
@@ -235,8 +303,8 @@ def _worker_pool(
     # /metrics on any worker: the supervisor's own metrics plus every worker's requests
     metrics.http.extra_rows = pool.aggregate_rows
     metrics.in_flight.set_function(lambda: float(pool.in_flight))
-    yield pool
-    pool.stop(timeout=1.0)
+    # The supervisor serves the management listener itself: its state, its summed metrics.
+    yield from _with_management(pool, settings, management)
 
 
 def _log_check(logs: LogPipeline) -> Callable[[Settings], list[str]]:
@@ -339,15 +407,36 @@ class Container(containers.DeclarativeContainer):
         logging,
         max_body_bytes=settings.provided.server.max_body_bytes,
         readiness_checks=readiness_checks,
+        probes=providers.Callable(main_port_probes, settings),
+        api_tokens=providers.Singleton(
+            BearerTokens, providers.Callable(_api_tokens, bus), secret_cache.provided.get
+        ),
+    )
+    # /health, /ready, /metrics and /admin on management.port (when it is set)
+    management_app = providers.Singleton(
+        create_management_app,
+        bus,
+        metrics,
+        logging,
+        providers.Singleton(
+            BearerTokens, providers.Callable(_management_token, bus), secret_cache.provided.get
+        ),
+        providers.Callable(_journal_file, settings),
+        readiness_checks=readiness_checks,
     )
     # One process serving HTTP itself, or a supervisor committing snapshots to N workers.
     process_model = providers.Callable(_process_model, settings)
     rollout_source = providers.Singleton(_RolloutSource, secret_cache, bus.provided.current_state)
     server = providers.Selector(
         process_model,
-        single=providers.Resource(_server, web_app, settings, metrics),
+        single=providers.Resource(_server, web_app, settings, metrics, management_app.provider),
         supervisor=providers.Resource(
-            _worker_pool, settings, rollout_source.provided.snapshot, bus, metrics
+            _worker_pool,
+            settings,
+            rollout_source.provided.snapshot,
+            bus,
+            metrics,
+            management_app.provider,
         ),
     )
     rollout = providers.Selector(
@@ -374,7 +463,9 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         ids=ids,
         observers=providers.List(providers.Callable(_event_metrics, metrics)),
-        startup_tasks=providers.List(integrations.provided.configure),
+        startup_tasks=providers.List(
+            integrations.provided.configure, providers.Object(warn_open_api)
+        ),
         journal=journal,
         flush_logs=logging.provided.flush,
         rollout=rollout,

@@ -29,7 +29,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 KUSTOMIZE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("env", "vault", "kubernetes")
-SECTIONS = {"logging", "config", "secrets", "integrations", "server", "shutdown"}
+SECTIONS = {"logging", "config", "secrets", "integrations", "server", "shutdown", "management"}
 DOCKER_STOP_DEFAULT = 10.0
 # Oldest Kubernetes minor still commonly run, and the newest the validator knows.
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
@@ -425,12 +425,19 @@ def test_configmap_holds_json_with_known_sections(overlay: Overlay) -> None:
     assert overlay.settings.secrets.backend == overlay.name
 
 
-def test_probes_hit_health_and_ready_on_the_served_port(overlay: Overlay) -> None:
+def test_probes_and_prometheus_use_the_management_port_and_the_service_only_the_api(
+    overlay: Overlay,
+) -> None:
     live, ready = overlay.container["livenessProbe"], overlay.container["readinessProbe"]
-    assert live["httpGet"]["path"] == "/health"
+    start = overlay.container["startupProbe"]
+    assert live["httpGet"]["path"] == "/health" and start["httpGet"]["path"] == "/health"
     assert ready["httpGet"]["path"] == "/ready"
-    for probe_spec in (live, ready):
-        assert overlay.port_number(probe_spec["httpGet"]["port"]) == 5000
+    management = overlay.settings.management.port
+    assert management is not None and management != overlay.settings.server.port
+    for probe_spec in (live, ready, start):
+        assert overlay.port_number(probe_spec["httpGet"]["port"]) == management
+    annotations = overlay.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == management
     assert overlay.settings.server.port == 5000
     ports = only(overlay.docs, "Service")["spec"]["ports"]
     assert [overlay.port_number(p["targetPort"]) for p in ports] == [5000]

@@ -204,8 +204,8 @@ def test_duplicate_keys_are_rejected_naming_the_key_path_and_line() -> None:
     assert error.startswith("c.json: duplicate key x[1].k at line 1, column 21")
     # The same key in two different objects is no duplicate.
     assert load_settings('{"logging": {"level": "INFO"}, "x": {"level": 1}}', "c", {}).errors == (
-        "c: x: unknown key (known keys: config, integrations, journal, logging, secrets, server, "
-        "shutdown)",
+        "c: x: unknown key (known keys: config, integrations, journal, logging, management, "
+        "secrets, server, shutdown)",
     )
 
 

@@ -1,11 +1,9 @@
-"""The Flask app factory: health, readiness, metrics and the message API."""
+"""The Flask app on server.port: the message API (and the probes without a management port)."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from flask import Flask, Request, Response, request
@@ -13,23 +11,22 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
 from mira.adapters import json_body
+from mira.adapters.bearer_auth import HEADER, BearerTokens
 from mira.adapters.openapi import openapi_document
+from mira.adapters.probe_views import ReadinessCheck, add_probes
 from mira.adapters.prometheus_metrics import Metrics
 from mira.adapters.structlog_logging import LogPipeline
+from mira.adapters.web_json import JsonResponses
 from mira.adapters.wsgi_context import RequestContext
 from mira.domain.messages import MessageError
 from mira.domain.ports import StateView
-from mira.domain.readiness import readiness
 from mira.service_layer.messages import MessageHandlers
 
-#: Extra /ready sections: name -> callable returning (ok, details)
-ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
 log = structlog.get_logger("mira.app")
-#: /ready says not ready when one command has held the bus this long (or the bus died)
-BUS_STALL_SECONDS = 5.0
+Probes = Literal["detailed", "public", "none"]
 
 
-class _Request(Request):
+class RouteRequest(Request):
     """Publishes the matched route template into the WSGI environ for the metrics middleware."""
 
     _rule: Rule | None = None
@@ -53,55 +50,28 @@ def create_app(
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     request_fields: Callable[[], dict[str, Any]] | None = None,
     render_metrics: Callable[[], bytes] | None = None,
+    probes: Probes = "detailed",
+    api_tokens: BearerTokens | None = None,
 ) -> Flask:
-    def json_response(body: Any, status: int = 200) -> Response:
-        data = logs.redactor(json.dumps(body, default=str, separators=(",", ":")).encode())
-        return Response(data, status=status, mimetype="application/json")
-
-    def _error(status: int, message: str, **extra: Any) -> Response:
-        cid = logs.current_correlation_id()
-        body = {"status": "error", "error": message, "correlation_id": cid}
-        return json_response({**body, **extra}, status)
+    """The app on server.port. `probes`: "detailed" (no management listener), "public" (only
+    /ready, in general words) or "none" (they are on the management listener)."""
+    responses = JsonResponses(logs)
+    json_response, _error = responses.ok, responses.error
 
     app = Flask("mira")
-    app.request_class = _Request
+    app.request_class = RouteRequest
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     checks = readiness_checks if readiness_checks is not None else {}
-
-    @app.get("/health")
-    def health() -> Response:
-        return json_response({"status": "healthy"})
-
-    @app.get("/ready")
-    def ready() -> Response:
-        ok, body = readiness(bus.state, time.time())
-        stalled = bus.stalled(BUS_STALL_SECONDS)
-        if stalled is not None:
-            body.setdefault("reasons", []).append(stalled)
-            ok = False
-        for name, check in list(checks.items()):
-            try:
-                part_ok, details = check()
-            except Exception as exc:  # a broken check reports, never crashes /ready
-                part_ok, details = False, {"error": f"{type(exc).__name__}: {exc}"}
-            body[name] = details
-            if not part_ok:
-                body.setdefault("reasons", []).append(f"{name} not ready")
-                ok = False
-        if not ok and body["status"] == "ready":
-            body["status"] = "not_ready"
-        return json_response(body, 200 if ok else 503)
-
-    @app.get("/metrics")
-    def metrics_page() -> Response:
-        return Response(
-            (render_metrics or metrics.render)(),
-            mimetype=metrics.content_type.split(";")[0],
-            headers={"Content-Type": metrics.content_type},
-        )
+    if probes != "none":
+        public = probes == "public"
+        add_probes(app, bus, metrics, json_response, checks, render_metrics, public_ready=public)
 
     @app.post("/api/v1/messages")
     def messages() -> Response:
+        if api_tokens is not None and api_tokens.configured:
+            problem = api_tokens.problem(request.headers.get(HEADER))
+            if problem is not None:
+                return responses.unauthorized(problem)
         try:
             json_body.check_content_type(request.mimetype, request.mimetype_params.get("charset"))
             message = json_body.parse(request.get_data(cache=False))

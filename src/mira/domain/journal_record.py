@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mira.domain.config.masking import masked_dict
@@ -25,6 +26,24 @@ class JournalRecord:
     type: str
     correlation_id: str
     fields: dict[str, Any]
+
+
+def iso_time(at: float) -> str:
+    """UTC with milliseconds: `2024-05-01T03:12:00.123Z`."""
+    moment = datetime.fromtimestamp(at, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def record_dict(record: JournalRecord) -> dict[str, Any]:
+    """What `mira events --json` prints and /admin/events answers, one record."""
+    return {
+        "position": record.position,
+        "time": iso_time(record.at),
+        "type": record.type,
+        "correlation_id": record.correlation_id,
+        "at": record.at,
+        "fields": record.fields,
+    }
 
 
 def canonical_json(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""`mira events` and `mira config history|diff`: read the event journal file (read-only)."""
+"""`mira events` and `mira config history|diff`: the journal file (read-only) or `--url`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from typing import Any
 from mira.adapters.sqlite_journal import JournalUnavailable, open_reader, read_records
 from mira.domain.config.history import (
     CONFIG_TYPES,
+    HistoryEntry,
     HistoryError,
     config_history,
     diff_generations,
 )
-from mira.domain.journal_record import JournalRecord
-from mira.entrypoints.events_format import history_row, iso_time, record_line, record_row
+from mira.domain.journal_record import JournalRecord, iso_time
+from mira.entrypoints import events_remote
+from mira.entrypoints.events_format import history_row, record_line, record_row
 
 FOLLOW_INTERVAL = 0.25
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -78,7 +80,17 @@ def journal_path(args: argparse.Namespace) -> str:
     return path
 
 
+def _source(args: argparse.Namespace) -> str:
+    """The management listener's URL (`--url`), else the journal file's path."""
+    return str(args.url) if getattr(args, "url", None) else journal_path(args)
+
+
 def _read(path: str, **filters: Any) -> list[JournalRecord]:
+    if path.startswith(("http://", "https://")):
+        try:
+            return events_remote.read_records(path, **filters)
+        except events_remote.RemoteError as exc:
+            raise CliError(str(exc), exc.code) from None
     try:
         conn = open_reader(path)
     except JournalUnavailable as exc:
@@ -100,7 +112,7 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def events(args: argparse.Namespace) -> int:
-    path = journal_path(args)
+    path = _source(args)
     after, since_time = parse_since(args.since, time.time()) if args.since else (0, None)
     filters: dict[str, Any] = {"types": args.type or (), "correlation_id": args.correlation_id}
     show: Callable[[JournalRecord], str] = record_line if args.json else record_row
@@ -119,6 +131,8 @@ def events(args: argparse.Namespace) -> int:
 
 
 def history(args: argparse.Namespace) -> int:
+    if args.url:
+        return _remote_history(args)
     for entry in config_history(_read(journal_path(args), types=CONFIG_TYPES)):
         print(
             json.dumps({**entry.summary(), "time": iso_time(entry.time)})
@@ -128,8 +142,32 @@ def history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remote_history(args: argparse.Namespace) -> int:
+    try:
+        rows = events_remote.history(args.url)
+    except events_remote.RemoteError as exc:
+        raise CliError(str(exc), exc.code) from None
+    for row in rows:
+        entry = HistoryEntry(
+            row["position"],
+            row["at"],
+            row["generation"],
+            row["source"],
+            row["digest"],
+            tuple(row["changed_keys"]),
+            row["accepted"],
+            tuple(row["reasons"]),
+        )
+        print(
+            json.dumps({**entry.summary(), "time": row["time"]})
+            if args.json
+            else history_row(entry)
+        )
+    return 0
+
+
 def diff(args: argparse.Namespace) -> int:
-    entries = config_history(_read(journal_path(args), types=CONFIG_TYPES))
+    entries = config_history(_read(_source(args), types=CONFIG_TYPES))
     try:
         lines = diff_generations(entries, args.a, args.b)
     except HistoryError as exc:
@@ -147,6 +185,11 @@ def diff(args: argparse.Namespace) -> int:
 def _journal_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", metavar="PATH", help="the journal file (journal.path)")
     parser.add_argument("--config", metavar="FILE", help="take --journal from FILE's journal.path")
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help="the management listener (http://HOST:PORT); the token from MIRA_MANAGEMENT_TOKEN",
+    )
 
 
 def register(sub: Any, config_sub: Any) -> None:

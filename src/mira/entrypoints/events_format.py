@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from mira.domain.config.history import HistoryEntry
-from mira.domain.journal_record import JournalRecord
+from mira.domain.journal_record import JournalRecord, iso_time, record_dict
 
 #: Longest field value a table row shows; --json prints everything.
 SHOWN = 60
 
 
-def iso_time(at: float) -> str:
-    """UTC with milliseconds: `2024-05-01T03:12:00.123Z`."""
-    moment = datetime.fromtimestamp(at, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def record_line(record: JournalRecord) -> str:
-    """One JSON object: position, time, type, correlation_id, at (epoch seconds), fields."""
-    return json.dumps(
-        {
-            "position": record.position,
-            "time": iso_time(record.at),
-            "type": record.type,
-            "correlation_id": record.correlation_id,
-            "at": record.at,
-            "fields": record.fields,
-        },
-        separators=(",", ":"),
-    )
+    """One JSON object: `record_dict`."""
+    return json.dumps(record_dict(record), separators=(",", ":"))
 
 
 def _short(value: Any) -> str:

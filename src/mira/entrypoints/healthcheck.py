@@ -56,7 +56,8 @@ def running_service_config(proc: Path = Path("/proc")) -> str | None:
 
 
 def healthcheck(path: str | None = None, timeout: float = 2.0) -> int:
-    """Exit 0 when GET /health answers 200 at the configured address, else 1 saying why."""
+    """Exit 0 when GET /health answers 200 at the configured address (the management
+    listener when there is one), else 1 saying why."""
     path = path or running_service_config() or "config.json"
     snapshot = read_config_file(path)
     if snapshot.text is None:
@@ -64,8 +65,11 @@ def healthcheck(path: str | None = None, timeout: float = 2.0) -> int:
     result = load_settings(snapshot.text, path, os.environ)
     if result.settings is None:
         return _unhealthy(f"cannot tell the address: {path} is invalid: {'; '.join(result.errors)}")
-    host = probe_address(result.settings.server.host)
-    port = result.settings.server.port
+    server, management = result.settings.server, result.settings.management
+    if management.port is not None:  # the probes are served there, and not on server.port
+        host, port = probe_address(management.host or server.host), management.port
+    else:
+        host, port = probe_address(server.host), server.port
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/health"
     conn = http.client.HTTPConnection(host, port, timeout=timeout)

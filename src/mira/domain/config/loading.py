@@ -80,7 +80,11 @@ RESTART_REQUIRED_PREFIXES = (
     "secrets.kubernetes.",
     "secrets.file.",
     "journal.",
+    "management.host",
+    "management.port",
 )
+#: Keys under a restart prefix that still apply live (tokens rotate without a restart).
+LIVE_KEYS = ("server.api_tokens",)
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,21 @@ def load_settings(text: str, source: str, environ: Mapping[str, str]) -> LoadRes
 
 def cross_checks(settings: Settings) -> list[str]:
     """Rules that span keys."""
+    return _shutdown_budget(settings) + _management_address(settings)
+
+
+def _management_address(settings: Settings) -> list[str]:
+    m, server = settings.management, settings.server
+    if m.port is None:
+        if m.host is not None:
+            return ["management.host is set but management.port is null; set both or neither"]
+        return []
+    if m.port == server.port and m.port != 0 and (m.host or server.host) == server.host:
+        return [f"management.port ({m.port}) must differ from server.port on the same host"]
+    return []
+
+
+def _shutdown_budget(settings: Settings) -> list[str]:
     s = settings.shutdown
     budget = s.drain_delay + s.timeout + s.hooks_timeout
     if budget > s.grace_period:
@@ -174,4 +193,4 @@ def changed_keys(old: Settings, new: Settings) -> tuple[str, ...]:
 
 
 def restart_required(keys: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(k for k in keys if k.startswith(RESTART_REQUIRED_PREFIXES))
+    return tuple(k for k in keys if k.startswith(RESTART_REQUIRED_PREFIXES) and k not in LIVE_KEYS)

@@ -23,6 +23,8 @@ def masked_dict(settings: Settings, mask_refs: bool = False) -> dict[str, Any]:
         value = node.get(leaf)
         if value is None:
             continue
-        if mask_refs or parse_secret_ref(value) is None:
+        if isinstance(value, list):  # server.api_tokens: mask each literal, keep references
+            node[leaf] = [v if not mask_refs and parse_secret_ref(v) else MASK for v in value]
+        elif mask_refs or parse_secret_ref(value) is None:
             node[leaf] = MASK
     return data

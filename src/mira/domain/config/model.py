@@ -69,6 +69,13 @@ def _non_empty(value: Any) -> str | None:
     return None if value else "must not be empty"
 
 
+def _tokens(value: Any) -> str | None:
+    for index, token in enumerate(value):
+        if len(token.strip()) < 8:
+            return f"[{index}] must be at least 8 characters (not shown)"
+    return None
+
+
 @dataclass(frozen=True)
 class LoggingSettings:
     """Structured logging."""
@@ -257,6 +264,40 @@ class ServerSettings:
     worker_timeout: float = setting(
         30.0, "Seconds a worker may go without a heartbeat before it is replaced.", _seconds
     )
+    api_tokens: tuple[str, ...] = setting(
+        (),
+        "Bearer tokens (literals or secret:// references) POST /api/v1/messages requires in "
+        "`Authorization: Bearer ...`; rotated references apply live; empty: the API is open.",
+        _tokens,
+        secret=True,
+    )
+
+
+@dataclass(frozen=True)
+class ManagementSettings:
+    """The management listener: /health, /ready, /metrics and /admin on a port of their own."""
+
+    host: str | None = setting(
+        None, "Listen address of the management listener (null: server.host); restart to change."
+    )
+    port: int | None = setting(
+        None,
+        "Port of the management listener (null: probes and metrics stay on server.port, no "
+        "/admin); restart to change.",
+        lambda v: None if v is None else _port(v),
+    )
+    token: str | None = setting(
+        None,
+        "Bearer token (a literal or secret:// reference, rotated live) that /admin/events and "
+        "/admin/config/history require; null: /admin answers 401 to everyone.",
+        lambda v: None if v is None or v.strip() else "must not be empty (null: no /admin)",
+        secret=True,
+    )
+    public_ready: bool = setting(
+        False,
+        "With a management port: also answer /ready on server.port, saying only ready or not "
+        "and why in general words (for a load balancer that can only probe the traffic port).",
+    )
 
 
 @dataclass(frozen=True)
@@ -313,4 +354,5 @@ class Settings:
     integrations: IntegrationsSettings = section(IntegrationsSettings)
     server: ServerSettings = section(ServerSettings)
     shutdown: ShutdownSettings = section(ShutdownSettings)
+    management: ManagementSettings = section(ManagementSettings)
     journal: JournalSettings = section(JournalSettings)

@@ -39,12 +39,23 @@ def parse_secret_ref(value: Any) -> SecretRef | None:
     return SecretRef(path, key or None)
 
 
+def _leaves(settings: Any) -> dict[str, Any]:
+    """Key path -> value, with list items as `path[i]` (server.api_tokens holds references)."""
+    out: dict[str, Any] = {}
+    for path, value in flatten(to_dict(settings)).items():
+        if isinstance(value, list):
+            out.update({f"{path}[{i}]": item for i, item in enumerate(value)})
+        else:
+            out[path] = value
+    return out
+
+
 def invalid_refs(settings: Any) -> list[str]:
     """Values that start with secret:// but are not a well-formed reference."""
     return [
         f"{path}: malformed secret reference (expected secret://path:key or secret://path, "
         f"at most {MAX_REF_CHARS} characters)"
-        for path, value in flatten(to_dict(settings)).items()
+        for path, value in _leaves(settings).items()
         if isinstance(value, str) and value.startswith(PREFIX) and parse_secret_ref(value) is None
     ]
 
@@ -53,6 +64,6 @@ def find_refs(settings: Any) -> dict[str, SecretRef]:
     """Key path -> reference, for every settings value that is a secret reference."""
     return {
         path: ref
-        for path, value in flatten(to_dict(settings)).items()
+        for path, value in _leaves(settings).items()
         if (ref := parse_secret_ref(value)) is not None
     }
