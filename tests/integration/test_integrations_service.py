@@ -132,6 +132,9 @@ def test_rejected_credentials_answer_502_and_ready_shows_the_error_until_a_call_
         github.set_tokens({GH_TOKEN})
     assert status == 502
     assert "credentials rejected" in body["error"] and "HTTP 401" in body["error"]
+    assert "/repos/" not in body["error"] and "127.0.0.1" not in body["error"]  # no upstream detail
+    (logged,) = service.logged("Message failed")
+    assert "/repos/acme/app" in logged["error"]  # the detail stays in the log
     entry = service.ready()["integrations"]["github"]
     assert entry["configured"] is True and entry["last_call"] == "error"
     assert "credentials rejected" in entry["last_error"]

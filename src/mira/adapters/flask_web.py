@@ -80,7 +80,9 @@ def create_app(
         try:
             result = handlers.process_message(message)
         except MessageError as exc:
-            return _error(exc.status, str(exc), field=getattr(exc, "field", None))
+            if exc.public() != str(exc):  # the detail is for the log, not for the caller
+                log.warning("Message failed", status=exc.status, error=str(exc))
+            return _error(exc.status, exc.public(), field=getattr(exc, "field", None))
         try:
             data = json_body.encode({"status": "success", "data": result})
         except json_body.BodyError as exc:

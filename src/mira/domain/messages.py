@@ -11,6 +11,10 @@ class MessageError(Exception):
 
     status = 400
 
+    def public(self) -> str:
+        """What the caller is told (the log keeps `str(self)`, which may say more)."""
+        return str(self)
+
 
 class InvalidMessage(MessageError):
     """A field is missing, mistyped or out of range."""

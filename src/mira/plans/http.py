@@ -202,17 +202,20 @@ class Caller:
                 method, url, headers=self._headers, timeout=self.timeout, **kwargs
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise self._error(None, f"{type(exc).__name__} talking to {_origin(url)}") from None
+            problem = f"{type(exc).__name__} talking to {_origin(url)}"
+            raise self._error(None, problem, "the service could not be reached") from None
         status = response.status_code
         if status < 400:
             return response
         problem = f"{urlsplit(url).path}: {_error_text(response)}"
         if status == 401:
             problem = f"credentials rejected ({problem}); check the configured token"
-        raise self._error(status, problem)
+            raise self._error(status, problem, "credentials rejected; check the configured token")
+        raise self._error(status, problem, "the service answered with an error")
 
-    def _error(self, status: int | None, problem: str) -> IntegrationError:
-        return IntegrationError(self.integration, status, self._redact(problem.encode()).decode())
+    def _error(self, status: int | None, problem: str, public: str) -> IntegrationError:
+        text = self._redact(problem.encode()).decode()
+        return IntegrationError(self.integration, status, text, public)
 
 
 def is_http_url(url: str | None) -> bool:

@@ -32,11 +32,20 @@ class IntegrationError(MessageError):
 
     status = 502  # the HTTP answer Mira gives: the upstream service failed
 
-    def __init__(self, integration: str, status: int | None, message: str) -> None:
+    def __init__(
+        self, integration: str, status: int | None, message: str, public: str = "the call failed"
+    ) -> None:
         super().__init__(f"{integration}: {message}" + (f" (HTTP {status})" if status else ""))
         self.integration = integration
         self.upstream_status = status
         self.message = message
+        self._public = public
+
+    def public(self) -> str:
+        """General words for the caller: no upstream URL, path or error text (those stay in the
+        log and on the management listener's /ready)."""
+        code = f" (HTTP {self.upstream_status})" if self.upstream_status else ""
+        return f"{self.integration}: {self._public}{code}"
 
 
 class Current(Protocol[T_co]):
