@@ -23,6 +23,12 @@ log = structlog.get_logger("mira.server")
 # The selector loop's select() timeout: bounds how long close_listener() waits for it to pause.
 _LOOP_INTERVAL = 0.1
 _POLL = 0.01
+#: After new SYNs are dropped, how long handshakes already under way get to complete (one round
+#: trip) before the backlog is emptied for the last time.
+HANDSHAKE_GRACE = 0.05
+#: After the last request finished, how long idle keep-alive connections get to close
+#: themselves before the stop closes them.
+IDLE_GRACE = 1.0
 _SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h; absent from the socket module
 
 
@@ -240,10 +246,26 @@ class CherootServer:
         return taken
 
     def wait_drained(self, timeout: float) -> int:
-        """Wait up to timeout for queued and running requests; return how many remain."""
+        """Wait up to timeout for queued and running requests; return how many remain.
+
+        Then give keep-alive connections up to IDLE_GRACE to close themselves: since the drain
+        began every response says `Connection: close`, so an active client's connection ends
+        after its next request. Closing one that a request is arriving on resets it (unread
+        data makes close send RST), which is what a stop right after the drain did.
+        """
         deadline = time.monotonic() + timeout
-        while (pending := self._pending()) and time.monotonic() < deadline:
+        idle_until: float | None = None
+        while time.monotonic() < deadline:
+            if pending := self._pending():
+                idle_until = None
+            elif not self.idle_connections:
+                break
+            else:
+                idle_until = idle_until or min(deadline, time.monotonic() + IDLE_GRACE)
+                if time.monotonic() >= idle_until:
+                    break
             time.sleep(_POLL)
+        pending = self._pending()
         if pending:
             log.warning("drain_deadline_passed", abandoned=pending, timeout=timeout)
         else:
@@ -277,6 +299,13 @@ class CherootServer:
         return int(self._server.requests.qsize)
 
     @property
+    def idle_connections(self) -> int:
+        """Keep-alive connections waiting for their next request (the listener closed)."""
+        if not self._listener_closed or not self._server.ready:
+            return 0
+        return len(self._server._connections._selector)
+
+    @property
     def pending(self) -> int:
         """Requests not yet answered: queued for a worker thread, being read or in the app."""
         return self._pending()
@@ -305,9 +334,6 @@ _SYN_ONLY = (
     (0x06, 0, 0, 0),  # ret #0: drop
     (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole packet
 )
-#: After new SYNs are dropped, how long handshakes already under way get to complete (one round
-#: trip) before the backlog is emptied for the last time.
-HANDSHAKE_GRACE = 0.05
 
 
 def refuse_new_handshakes(sock: socket.socket) -> None:

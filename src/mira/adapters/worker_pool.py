@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from mira.adapters.cheroot_server import PortInUseError, refuse_new_handshakes
+from mira.adapters.cheroot_server import IDLE_GRACE, PortInUseError, refuse_new_handshakes
 from mira.adapters.request_metrics import add_rows, decode_rows
 from mira.adapters.worker_channel import Channel
 from mira.adapters.worker_link import WorkerLink
@@ -124,20 +124,31 @@ class WorkerPool:
         self._listener = None
 
     def wait_drained(self, timeout: float) -> int:
+        """In-flight requests in every worker, then idle keep-alive connections (as one
+        worker's engine does: see CherootServer.wait_drained); how many requests remain."""
         deadline = time.monotonic() + timeout
-        while True:
-            pending = self.in_flight_now()
-            if not pending or time.monotonic() >= deadline:
-                return pending
+        idle_until: float | None = None
+        while time.monotonic() < deadline:
+            pending, idle = self._status()
+            if pending:
+                idle_until = None
+            elif not idle:
+                return 0
+            else:
+                idle_until = idle_until or min(deadline, time.monotonic() + IDLE_GRACE)
+                if time.monotonic() >= idle_until:
+                    return 0
             time.sleep(0.02)
+        return self._status()[0]
 
-    def in_flight_now(self) -> int:
+    def _status(self) -> tuple[int, int]:
         replies = [(w, w.ask({"op": "status"})) for w in self._live()]
-        total = 0
+        pending = idle = 0
         for worker, reply in replies:
             answer = WorkerLink.wait(reply, 1.0)
-            total += int(answer.get("pending", 0)) if answer else worker.in_flight
-        return total
+            pending += int(answer.get("pending", 0)) if answer else worker.in_flight
+            idle += int(answer.get("idle", 0)) if answer else 0
+        return pending, idle
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()

@@ -156,7 +156,9 @@ class Worker:
                 self.server.close_listener()
             self._reply(message)
         elif op == "status":
-            self._reply(message, pending=self.server.pending if self.server is not None else 0)
+            server = self.server
+            pending, idle = (server.pending, server.idle_connections) if server else (0, 0)
+            self._reply(message, pending=pending, idle=idle)
         elif op == "stop":
             if self.server is not None:
                 self.server.stop(timeout=1.0)
