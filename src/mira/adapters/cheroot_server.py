@@ -23,6 +23,7 @@ log = structlog.get_logger("mira.server")
 # The selector loop's select() timeout: bounds how long close_listener() waits for it to pause.
 _LOOP_INTERVAL = 0.1
 _POLL = 0.01
+_QUIET_POLLS = 3
 #: After new SYNs are dropped, how long handshakes already under way get to complete (one round
 #: trip) before the backlog is emptied for the last time.
 HANDSHAKE_GRACE = 0.05
@@ -255,12 +256,17 @@ class CherootServer:
         """
         deadline = time.monotonic() + timeout
         idle_until: float | None = None
+        quiet = 0  # consecutive polls with nothing pending: a worker thread that has just taken
+        # a connection off the queue is briefly counted neither queued nor busy
         while time.monotonic() < deadline:
             if pending := self._pending():
-                idle_until = None
+                idle_until, quiet = None, 0
             elif not self.idle_connections:
-                break
+                quiet += 1
+                if quiet >= _QUIET_POLLS:
+                    break
             else:
+                quiet = 0
                 idle_until = idle_until or min(deadline, time.monotonic() + IDLE_GRACE)
                 if time.monotonic() >= idle_until:
                     break

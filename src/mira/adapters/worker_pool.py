@@ -128,13 +128,17 @@ class WorkerPool:
         worker's engine does: see CherootServer.wait_drained); how many requests remain."""
         deadline = time.monotonic() + timeout
         idle_until: float | None = None
+        quiet = 0  # consecutive answers with nothing pending (see CherootServer.wait_drained)
         while time.monotonic() < deadline:
             pending, idle = self._status()
             if pending:
-                idle_until = None
+                idle_until, quiet = None, 0
             elif not idle:
-                return 0
+                quiet += 1
+                if quiet >= 3:
+                    return 0
             else:
+                quiet = 0
                 idle_until = idle_until or min(deadline, time.monotonic() + IDLE_GRACE)
                 if time.monotonic() >= idle_until:
                     return 0
