@@ -163,7 +163,8 @@ class ServiceProcess:
     def lines(self, path: Path | None = None) -> list[dict[str, Any]]:
         """Every stdout (or log file) line, parsed as JSON (fails on a non-JSON line)."""
         text = (path or self.log_path).read_text()
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        lines = text.split("\n")[:-1]  # a last line without its newline is still being written
+        return [json.loads(line) for line in lines if line.strip()]
 
     def find(self, message: str, path: Path | None = None) -> list[dict[str, Any]]:
         return [line for line in self.lines(path) if line.get("message") == message]
