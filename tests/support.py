@@ -68,6 +68,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Headers(dict[str, str]):
+    """Response headers, looked up by name in any case (HTTP/1.1 names are case-insensitive;
+    the engine sends them in lower case)."""
+
+    def __init__(self, items: Any) -> None:
+        super().__init__((k.lower(), v) for k, v in items)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 def http(
     method: str,
     url: str,
@@ -83,9 +100,9 @@ def http(
         req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, Headers(resp.headers.items()), resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, Headers(exc.headers.items()), exc.read()
 
 
 class ServiceProcess:

@@ -198,14 +198,25 @@ def _watcher_factory() -> Callable[..., Any]:
 def _server(
     app: Any, settings: Settings, metrics: Metrics, management: Callable[[], Any]
 ) -> Iterator[Any]:
-    from mira.adapters.cheroot_server import CherootServer
+    from mira.adapters.granian_server import GranianServer
 
-    s = settings.server
-    server = CherootServer(
-        app, host=s.host, port=s.port, threads=s.threads, request_queue_size=s.request_queue_size
-    )
+    server = GranianServer(app, **engine_settings(settings))
     metrics.in_flight.set_function(lambda: float(server.in_flight))
     yield from _with_management(server, settings, management)
+
+
+def engine_settings(settings: Settings) -> dict[str, Any]:
+    """GranianServer's keyword arguments from server.*."""
+    s = settings.server
+    return {
+        "host": s.host,
+        "port": s.port,
+        "threads": s.threads,
+        "request_queue_size": s.request_queue_size,
+        "max_connections": s.max_connections,
+        "header_timeout": s.header_timeout,
+        "max_header_bytes": s.max_header_bytes,
+    }
 
 
 def _with_management(server: Any, settings: Settings, app: Callable[[], Any]) -> Iterator[Any]:
@@ -406,6 +417,7 @@ class Container(containers.DeclarativeContainer):
         message_handlers,
         logging,
         max_body_bytes=settings.provided.server.max_body_bytes,
+        max_header_bytes=settings.provided.server.max_header_bytes,
         readiness_checks=readiness_checks,
         probes=providers.Callable(main_port_probes, settings),
         api_tokens=providers.Singleton(

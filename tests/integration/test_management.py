@@ -201,6 +201,7 @@ def test_the_main_port_ready_answers_in_general_words_and_the_detail_stays_on_ma
 ) -> None:
     config = managed()
     config["management"]["public_ready"] = True
+    config["shutdown"] = {"drain_delay": 2.0}  # the window in which the main port says 503
     svc = start(services, tmp_path, **config)
     status, _, body = svc.get("/ready")
     assert (status, json.loads(body)) == (200, {"status": "ready"})

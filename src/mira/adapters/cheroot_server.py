@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import socket
-import struct
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -16,6 +13,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import structlog
 from cheroot import wsgi
 
+from mira.adapters.listener import HANDSHAKE_GRACE, PortInUseError, refuse_new_handshakes
+
 __all__ = ["CherootServer", "PortInUseError", "WSGIApplication"]
 
 log = structlog.get_logger("mira.server")
@@ -24,17 +23,9 @@ log = structlog.get_logger("mira.server")
 _LOOP_INTERVAL = 0.1
 _POLL = 0.01
 _QUIET_POLLS = 3
-#: After new SYNs are dropped, how long handshakes already under way get to complete (one round
-#: trip) before the backlog is emptied for the last time.
-HANDSHAKE_GRACE = 0.05
 #: After the last request finished, how long idle keep-alive connections get to close
 #: themselves before the stop closes them.
 IDLE_GRACE = 1.0
-_SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h; absent from the socket module
-
-
-class PortInUseError(OSError):
-    """The listen address is already taken by another socket."""
 
 
 class _InFlightApp:
@@ -327,33 +318,3 @@ class CherootServer:
 def _check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
-
-
-#: A classic BPF program for the listening socket: drop a packet with SYN and without ACK (a new
-#: connection), keep everything else, in particular the ACK that completes a handshake already
-#: under way: dropping that one too left such a connection half-open and reset it at close.
-#: A TCP socket filter sees the TCP header at offset 0; byte 13 holds the flags.
-_SYN_ONLY = (
-    (0x30, 0, 0, 13),  # ldb [13]
-    (0x45, 2, 0, 0x10),  # jset #ACK -> keep
-    (0x45, 0, 1, 0x02),  # jset #SYN -> drop, else keep
-    (0x06, 0, 0, 0),  # ret #0: drop
-    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole packet
-)
-
-
-def refuse_new_handshakes(sock: socket.socket) -> None:
-    """On Linux, drop new SYNs so the backlog stops growing while it is emptied.
-
-    Without this, a handshake completing between the last accept() and close() is reset.
-    Dropped SYNs are retransmitted by the client and then meet the closed port: refused.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    code = b"".join(struct.pack("HBBI", *instruction) for instruction in _SYN_ONLY)
-    buffer = ctypes.create_string_buffer(code, len(code))
-    program = struct.pack("HP", len(_SYN_ONLY), ctypes.addressof(buffer))  # struct sock_fprog
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
-    except OSError:
-        log.warning("listener_filter_unavailable", exc_info=True)

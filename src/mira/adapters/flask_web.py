@@ -15,6 +15,7 @@ from mira.adapters.bearer_auth import HEADER, BearerTokens
 from mira.adapters.openapi import openapi_document
 from mira.adapters.probe_views import ReadinessCheck, add_probes
 from mira.adapters.prometheus_metrics import Metrics
+from mira.adapters.request_limits import RequestRejected, check_request, read_body
 from mira.adapters.structlog_logging import LogPipeline
 from mira.adapters.web_json import JsonResponses
 from mira.adapters.wsgi_context import RequestContext
@@ -47,6 +48,7 @@ def create_app(
     handlers: MessageHandlers,
     logs: LogPipeline,
     max_body_bytes: int = 1048576,
+    max_header_bytes: int = 65536,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     request_fields: Callable[[], dict[str, Any]] | None = None,
     render_metrics: Callable[[], bytes] | None = None,
@@ -66,6 +68,16 @@ def create_app(
         public = probes == "public"
         add_probes(app, bus, metrics, json_response, checks, render_metrics, public_ready=public)
 
+    @app.before_request
+    def limits() -> None:
+        check_request(request.environ, max_header_bytes)
+
+    @app.errorhandler(RequestRejected)
+    def rejected(exc: RequestRejected) -> Response:
+        response = _error(exc.status, str(exc))
+        response.headers["Connection"] = "close"  # what is left of it is not read
+        return response
+
     @app.post("/api/v1/messages")
     def messages() -> Response:
         if api_tokens is not None and api_tokens.configured:
@@ -74,7 +86,7 @@ def create_app(
                 return responses.unauthorized(problem)
         try:
             json_body.check_content_type(request.mimetype, request.mimetype_params.get("charset"))
-            message = json_body.parse(request.get_data(cache=False))
+            message = json_body.parse(read_body(request.stream, max_body_bytes))
         except json_body.BodyError as exc:
             return _error(exc.status, str(exc), field="body")
         try:
@@ -100,7 +112,11 @@ def create_app(
             return _error(
                 413, f"request body larger than server.max_body_bytes ({max_body_bytes} bytes)"
             )
-        return _error(code, exc.description or exc.name)
+        response = _error(code, exc.description or exc.name)
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":  # a 405 says which methods the path takes
+                response.headers["Allow"] = value
+        return response
 
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> Response:

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from mira.adapters.cheroot_server import IDLE_GRACE, PortInUseError, refuse_new_handshakes
+from mira.adapters import listener as listening
 from mira.adapters.request_metrics import add_rows, decode_rows
 from mira.adapters.worker_channel import Channel
 from mira.adapters.worker_link import WorkerLink
@@ -31,6 +31,8 @@ from mira.adapters.worker_link import WorkerLink
 log = structlog.get_logger("mira.supervisor")
 PREPARE_TIMEOUT = 5.0
 START_TIMEOUT = 60.0
+#: After the last request, how long the workers' connections get to close themselves.
+IDLE_GRACE = 1.0
 _TICK = 0.5
 Snapshot = dict[str, Any]
 
@@ -75,15 +77,7 @@ class WorkerPool:
 
     # -- Server port -----------------------------------------------------------------------
     def bind(self) -> tuple[str, int]:
-        where = f"{self._host}:{self._port}"
-        try:
-            sock = socket.create_server((self._host, self._port), backlog=self._backlog)
-        except OSError as exc:
-            if exc.errno == 98:
-                raise PortInUseError(
-                    exc.errno, f"cannot listen on {where}: address in use"
-                ) from None
-            raise OSError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        sock = listening.listen(self._host, self._port, self._backlog)
         sock.set_inheritable(True)
         self._listener = sock
         self._committed = self._snapshot()
@@ -116,7 +110,7 @@ class WorkerPool:
         listener = self._listener
         if listener is None:
             return
-        refuse_new_handshakes(listener)
+        listening.refuse_new_handshakes(listener)
         replies = [w.ask({"op": "close"}) for w in self._live()]
         for reply in replies:
             WorkerLink.wait(reply, PREPARE_TIMEOUT)
@@ -125,10 +119,10 @@ class WorkerPool:
 
     def wait_drained(self, timeout: float) -> int:
         """In-flight requests in every worker, then idle keep-alive connections (as one
-        worker's engine does: see CherootServer.wait_drained); how many requests remain."""
+        worker's engine does: see GranianServer.idle_connections); how many requests remain."""
         deadline = time.monotonic() + timeout
         idle_until: float | None = None
-        quiet = 0  # consecutive answers with nothing pending (see CherootServer.wait_drained)
+        quiet = 0  # consecutive answers with nothing pending (a request between two polls)
         while time.monotonic() < deadline:
             pending, idle = self._status()
             if pending:

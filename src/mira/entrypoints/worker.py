@@ -24,10 +24,10 @@ from typing import Any
 
 from dependency_injector import providers
 
-from mira.adapters.cheroot_server import CherootServer
+from mira.adapters.granian_server import GranianServer
 from mira.adapters.request_metrics import encode_rows
 from mira.adapters.worker_channel import Channel, ChannelClosed
-from mira.container import Container
+from mira.container import Container, engine_settings
 from mira.domain.config.model import LoggingSettings
 from mira.domain.config.secret_refs import SecretRef
 from mira.domain.secret_value import SecretValue
@@ -117,7 +117,7 @@ class Worker:
         self.listener = listener
         self.view = WorkerView(switch, self._install)
         self.container = Container()
-        self.server: CherootServer | None = None
+        self.server: GranianServer | None = None
         self._logging: LoggingSettings | None = None
         self._asked: dict[int, Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
@@ -202,14 +202,11 @@ class Worker:
         c.web_app.add_kwargs(request_fields=self._request_fields, render_metrics=self._metrics)
         logs = c.logging()
         logs.fields = {"worker": self.index}
-        s = state.settings.server
-        self.server = CherootServer(
+        self.server = GranianServer(
             c.web_app(),
-            host=s.host,
-            port=s.port,
-            threads=s.threads,
-            request_queue_size=s.request_queue_size,
+            **engine_settings(state.settings),
             listener=self.listener,
+            multiprocess=True,
         )
         c.metrics().in_flight.set_function(
             lambda: float(self.server.in_flight if self.server else 0)

@@ -38,6 +38,12 @@ def _body_size(value: Any) -> str | None:
     return None
 
 
+def _header_size(value: Any) -> str | None:
+    if not 1024 <= value <= 1 << 24:
+        return f"must be between 1024 and {1 << 24} bytes, got {quote(value)}"
+    return None
+
+
 def _retries(value: Any) -> str | None:
     return None if 0 <= value <= 1000 else f"must be between 0 and 1000, got {quote(value)}"
 
@@ -250,10 +256,28 @@ class ServerSettings:
 
     host: str = setting("0.0.0.0", "Listen address.")
     port: int = setting(5000, "Listen port.", _port)
-    threads: int = setting(32, "Worker threads (concurrent requests).", _at_least(1))
+    threads: int = setting(
+        32, "Python threads running requests (per worker process).", _at_least(1)
+    )
     request_queue_size: int = setting(128, "Listen backlog.", _at_least(128))
     max_body_bytes: int = setting(
         1048576, "Largest accepted request body; larger gets 413.", _body_size
+    )
+    max_header_bytes: int = setting(
+        65536,
+        "Largest accepted request header block (names and values); larger gets 431.",
+        _header_size,
+    )
+    header_timeout: float = setting(
+        10.0,
+        "Seconds a connection may take to send a request's headers, or stay idle between "
+        "requests; then it is closed.",
+        _seconds,
+    )
+    max_connections: int = setting(
+        1024,
+        "Connections each worker process holds open at once; more wait in the listen backlog.",
+        _at_least(1),
     )
     workers: int | Literal["auto"] = setting(
         1,

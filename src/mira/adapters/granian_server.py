@@ -1,0 +1,284 @@
+"""granian HTTP engine adapter (the `Server` port): one granian worker in this process.
+
+granian's Rust core (hyper on tokio) reads and writes every connection; Python threads run
+only the WSGI app. Mira hosts granian's worker directly in its own process: in the single
+process of `server.workers: 1`, and in each worker process of the supervisor's pool, so
+Mira's supervisor (not granian's) owns signals, respawns, hang detection and the drain.
+That goes through `granian._granian.WSGIWorker` and two helpers, granian's private names
+(listed in `GRANIAN_PRIVATE`, pinned to the locked version by tests/unit/test_granian_pin.py);
+granian's public `Server` runs its own process model and signal handlers.
+
+What each stage of the drain does here:
+- start_draining: every response from now on says `Connection: close`, so keep-alive clients
+  leave after their next request;
+- close_listener: new SYNs are dropped (refused at the client's retry), the connections already
+  queued are accepted and served, then granian stops accepting and shuts each connection down
+  gracefully (idle ones close, in-flight ones finish);
+- wait_drained: until granian reports its last connection done, or the timeout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+import structlog
+
+from mira.adapters import listener as listening
+from mira.adapters.listener import PortInUseError
+
+__all__ = ["GRANIAN_PRIVATE", "GranianServer", "PortInUseError"]
+
+log = structlog.get_logger("mira.server")
+GRANIAN_PRIVATE = (
+    "granian._granian.WSGIWorker",
+    "granian._granian.SocketHolder",
+    "granian._granian.WorkerSignal",
+    "granian._futures._new_cbscheduler",
+    "granian._loops.loops",
+)
+#: How long close_listener waits for granian to accept what is queued before it stops anyway.
+BACKLOG_TIMEOUT = 2.0
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+_CLOSE = ("Connection", "close")
+
+
+class _Response:
+    """start_response for one request."""
+
+    __slots__ = ("headers", "status")
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: list[tuple[str, str]] = []
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        self.status = int(status.split(" ", 1)[0])
+        self.headers = headers
+        return None
+
+
+class GranianServer:
+    """granian's HTTP core serving a WSGI app on a socket this process owns."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        host: str,
+        port: int,
+        threads: int = 32,
+        request_queue_size: int = 128,
+        max_connections: int = 1024,
+        header_timeout: float = 10.0,
+        max_header_bytes: int = 65536,
+        listener: socket.socket | None = None,
+        multiprocess: bool = False,
+    ) -> None:
+        for name, value in (
+            ("threads", threads),
+            ("request_queue_size", request_queue_size),
+            ("max_connections", max_connections),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {port}")
+        # granian's Rust core logs "Started worker-1" and the like, in its own numbering
+        logging.getLogger("_granian").setLevel(logging.WARNING)
+        self._app = app
+        self._host, self._port = host, port
+        self._threads = threads
+        self._backlog = request_queue_size
+        self._max_connections = max_connections
+        self._header_timeout_ms = max(1, int(header_timeout * 1000))
+        # hyper answers 431 itself to a header block over its read buffer; Mira's app checks
+        # server.max_header_bytes exactly (a JSON 431), the buffer only bounds the memory.
+        self._buffer = max(8192, max_header_bytes + 8192)
+        self._sock = listener
+        self._base = {
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SCRIPT_NAME": "",
+            "SERVER_SOFTWARE": "mira",
+            "wsgi.errors": sys.stderr,
+            "wsgi.input_terminated": True,  # chunked bodies are readable (Werkzeug needs this)
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.multithread": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._draining = False
+        self._signal: Any = None
+        self._closed = False
+        self._finished = threading.Event()
+        self._bound: tuple[str, int] | None = None
+
+    # -- Server port -----------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Requests the app is handling now."""
+        return self._in_flight
+
+    @property
+    def pending(self) -> int:
+        return self._in_flight
+
+    @property
+    def idle_connections(self) -> int:
+        """1 while granian, told to stop, still has connections closing, else 0 (it closes
+        idle keep-alive connections itself and does not count them)."""
+        return int(self._closed and not self._finished.is_set())
+
+    @property
+    def bound_address(self) -> tuple[str, int] | None:
+        return self._bound
+
+    def bind(self) -> tuple[str, int]:
+        if self._sock is None:
+            self._sock = listening.listen(self._host, self._port, self._backlog)
+        host, port = self._sock.getsockname()[:2]
+        self._bound = (str(host), int(port))
+        log.info(
+            "server_listening",
+            host=self._bound[0],
+            port=self._bound[1],
+            threads=self._threads,
+            backlog=self._backlog,
+            engine="granian",
+        )
+        return self._bound
+
+    def serve_forever(self) -> None:
+        """Serve until the listener closes and the last connection is done; own thread."""
+        # granian's stubs lag behind its extension module: its private names are used untyped
+        core: Any = importlib.import_module("granian._granian")
+        futures: Any = importlib.import_module("granian._futures")
+        loops: Any = importlib.import_module("granian._loops").loops
+        from granian.http import HTTP1Settings
+
+        if self._sock is None:
+            raise RuntimeError("GranianServer.bind() must succeed before serve_forever()")
+        with self._lock:
+            if self._closed:
+                return
+            self._signal = core.WorkerSignal()
+        self._signal.add_cb(self._finished.set)  # granian calls it after its last connection
+        holder = core.SocketHolder(os.dup(self._sock.fileno()), False, self._backlog)
+        worker = core.WSGIWorker(
+            1,
+            (None, holder),
+            None,  # no IPC: Mira's own metrics
+            1,  # runtime threads (tokio)
+            512,  # runtime blocking threads (tokio's, for file I/O)
+            self._threads,  # Python threads running the app
+            30,  # seconds an idle Python thread is kept
+            self._max_connections,
+            "1",  # HTTP/1.1 only
+            HTTP1Settings(
+                header_read_timeout=self._header_timeout_ms,
+                keep_alive=True,
+                max_buffer_size=self._buffer,
+            ),
+            None,
+            None,  # no static files
+            *(False, None, None, None, "tls1.3", None, [], False),  # no TLS
+            (None, None),  # no granian metrics
+        )
+        loop = loops.get("auto")
+        scheduler = futures._new_cbscheduler(loop, self._call, impl_asyncio=True)
+        worker.serve_str(scheduler, loop, self._signal)
+        self._finished.wait()
+        log.info("server_loop_exited")
+
+    def start_draining(self) -> None:
+        if not self._draining:
+            self._draining = True
+            log.info("server_draining", in_flight=self.in_flight)
+
+    def close_listener(self) -> None:
+        """Later connects are refused; queued ones are accepted and served; then granian
+        stops accepting and closes every connection as soon as its request is done."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._draining = True
+            started = time.monotonic()
+            sock = self._sock
+            left = 0
+            if sock is not None and self._signal is not None:
+                listening.refuse_new_handshakes(sock)
+                left = listening.wait_backlog_taken(sock, BACKLOG_TIMEOUT)
+            if self._signal is not None:
+                self._signal.set()
+            else:
+                self._finished.set()
+            if sock is not None:
+                sock.close()
+        log.info(
+            "listener_closed",
+            left_in_backlog=left,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    def wait_drained(self, timeout: float) -> int:
+        """Wait up to timeout for in-flight requests and open connections; how many requests
+        remain."""
+        if not self._closed:  # not called in the lifecycle's order: just wait for requests
+            deadline = time.monotonic() + timeout
+            while self._in_flight and time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif self._finished.wait(timeout):
+            log.info("server_drained")
+            return 0
+        if self._in_flight:
+            log.warning("drain_deadline_passed", abandoned=self._in_flight, timeout=timeout)
+        return self._in_flight
+
+    def stop(self, timeout: float = 5.0) -> None:
+        was_finished = self._finished.is_set()
+        self.close_listener()
+        if self._finished.wait(timeout):
+            if not was_finished:
+                log.info("server_stopped")
+        else:
+            log.warning("server_stop_timed_out", timeout=timeout, abandoned=self.in_flight)
+
+    # -- the request path ------------------------------------------------------------------
+    def _call(self, proto: Any, scope: dict[str, Any]) -> int:
+        """One request, on one of granian's Python threads."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            response = _Response()
+            environ = self._base | scope
+            try:
+                result = self._app(environ, response)
+                try:
+                    body = b"".join(result)
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
+            except Exception:
+                log.exception("Unhandled error while handling request")
+                response.status, response.headers = 500, [("Content-Type", "application/json")]
+                body = orjson.dumps({"status": "error", "message": "internal server error"})
+            headers = response.headers
+            if self._draining:
+                headers = [*headers, _CLOSE]
+            proto.response_bytes(response.status, headers, body)
+            return response.status
+        finally:
+            with self._lock:
+                self._in_flight -= 1

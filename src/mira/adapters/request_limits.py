@@ -1,0 +1,54 @@
+"""What every request must pass before a view reads it: framing and header size.
+
+The engine (granian's hyper) parses HTTP; these checks are the ones it leaves to the app, so
+that the answer is Mira's JSON with the request's X-Request-ID, and the connection closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import IO, Any
+
+CHUNK = 65536
+
+
+class RequestRejected(Exception):
+    """The request cannot be served; `status` is 400, 413 or 431. Its connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_request(environ: Mapping[str, Any], max_header_bytes: int) -> None:
+    """400 for ambiguous framing (a request smuggling attempt), 431 for a header block over
+    max_header_bytes; both before anything reads the body."""
+    if "CONTENT_LENGTH" in environ and "HTTP_TRANSFER_ENCODING" in environ:
+        raise RequestRejected(400, "request has both Content-Length and Transfer-Encoding")
+    if "," in str(environ.get("CONTENT_LENGTH", "")):
+        raise RequestRejected(400, "request has more than one Content-Length")
+    size = 0
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            size += len(key) - 1 + len(value) if isinstance(value, str) else 0
+    size += len(str(environ.get("CONTENT_TYPE", ""))) + len(str(environ.get("CONTENT_LENGTH", "")))
+    if size > max_header_bytes:
+        raise RequestRejected(
+            431,
+            f"request headers are {size} bytes, over server.max_header_bytes ({max_header_bytes})",
+        )
+
+
+def read_body(stream: IO[bytes], limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is over `limit` bytes (chunked bodies too: they
+    carry no Content-Length to check first)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(min(CHUNK, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise RequestRejected(
+                413, f"request body larger than server.max_body_bytes ({limit} bytes)"
+            )
+    return b"".join(chunks)

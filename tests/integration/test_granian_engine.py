@@ -1,0 +1,231 @@
+"""The granian engine adapter over real loopback HTTP: its drain drops nothing accepted.
+
+A real `GranianServer` (granian's Rust core in this process) serving a small WSGI app; the
+lifecycle's steps are called in the order the runtime calls them.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+
+from mira.adapters.granian_server import GranianServer, PortInUseError
+from mira.adapters.listener import queued
+from tests.integration.test_cheroot_drain import (
+    SLOW_MS,
+    Tally,
+    _client,
+    assert_refused,
+    fire,
+    get,
+    slow_app,
+)
+from tests.support import wait_until
+
+pytestmark = pytest.mark.integration
+
+HOST = "127.0.0.1"
+
+
+@contextmanager
+def running_server(threads: int = 8, serve: bool = True) -> Iterator[GranianServer]:
+    server = GranianServer(slow_app, host=HOST, port=0, threads=threads)
+    server.bind()
+    loop = threading.Thread(target=server.serve_forever, name="test-serve", daemon=True)
+    if serve:
+        loop.start()
+    try:
+        yield server
+    finally:
+        server.stop(timeout=5)
+        if serve:
+            loop.join(5)
+            assert not loop.is_alive(), "serve_forever did not return after stop()"
+
+
+def address_of(server: GranianServer) -> tuple[str, int]:
+    address = server.bound_address
+    assert address is not None
+    return address
+
+
+def test_in_flight_requests_complete_and_new_connections_are_refused() -> None:
+    with running_server(threads=32) as server, ThreadPoolExecutor(32) as pool:
+        address = address_of(server)
+        replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 32)
+        wait_until(lambda: server.in_flight == 32, 5, message="32 requests in the app")
+
+        server.start_draining()
+        server.close_listener()
+        assert_refused(address)
+
+        assert server.wait_drained(timeout=10) == 0
+        results = [f.result(timeout=10) for f in replies]
+        assert [r.status for r in results] == [200] * 32
+        assert {r.connection for r in results} == {"close"}
+        assert server.in_flight == 0
+
+
+def test_requests_beyond_the_threads_wait_and_are_served_after_the_listener_closes() -> None:
+    with running_server(threads=4) as server, ThreadPoolExecutor(12) as pool:
+        address = address_of(server)
+        replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 12)
+        wait_until(lambda: server.in_flight == 4, 5, message="4 requests in the app")
+        wait_until(lambda: _established(address[1]) == 12, 5, message="12 connections accepted")
+
+        server.start_draining()
+        server.close_listener()
+        assert_refused(address)
+
+        assert server.wait_drained(timeout=15) == 0
+        assert [f.result(timeout=5).status for f in replies] == [200] * 12
+
+
+def test_connections_waiting_in_the_listen_backlog_are_served_not_reset() -> None:
+    # Without a serve loop nothing accepts, so the handshakes wait in the kernel's backlog;
+    # the engine starts once they are there, and the listener closes straight away.
+    with running_server(threads=4, serve=False) as server, ThreadPoolExecutor(6) as pool:
+        address = address_of(server)
+        replies = fire(pool, address, "/slow?ms=100", 6)
+        sock = server._sock
+        assert sock is not None
+        wait_until(lambda: queued(sock) == 6, 5, message="6 handshakes in the backlog")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server.close_listener()
+        assert_refused(address)
+
+        assert server.wait_drained(timeout=10) == 0
+        assert [f.result(timeout=5).status for f in replies] == [200] * 6
+
+
+def test_drain_deadline_reports_the_abandoned_request_and_stop_is_bounded() -> None:
+    with running_server(threads=2) as server, ThreadPoolExecutor(1) as pool:
+        address = address_of(server)
+        slow = pool.submit(get, address, "/slow?ms=6000")
+        wait_until(lambda: server.in_flight == 1, 5, message="the slow request in the app")
+        server.start_draining()
+        server.close_listener()
+
+        # Bounded by the timeouts, not by the 6 s request (the bounds only tell them apart).
+        started = time.monotonic()
+        assert server.wait_drained(timeout=0.5) == 1
+        assert time.monotonic() - started < 3.0
+        started = time.monotonic()
+        server.stop(timeout=1.0)
+        assert time.monotonic() - started < 3.0
+        assert slow.result(timeout=10).status == 200  # granian still finishes it
+
+
+def _drain_under_load(clients: int = 12) -> Counter[str]:
+    counts = Tally()
+    stop = threading.Event()
+    with running_server(threads=8) as server:
+        address = address_of(server)
+        workers = [
+            threading.Thread(target=_client, args=(address, stop, counts), daemon=True)
+            for _ in range(clients)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            wait_until(lambda: counts["ok"] >= 50, 10, message="load to flow")
+            server.start_draining()
+            served_before_close = counts["ok"]
+            wait_until(
+                lambda: counts["ok"] >= served_before_close + 50,
+                10,
+                message="serving while draining",
+            )
+            server.close_listener()
+            wait_until(lambda: counts["refused"] >= 20, 10, message="clients to see refusals")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(10)
+        assert server.wait_drained(timeout=5) == 0
+    return counts.snapshot()
+
+
+def test_no_accepted_request_fails_while_draining_under_load() -> None:
+    totals: Counter[str] = Counter()
+    for round_no in range(10):
+        counts = _drain_under_load()
+        failures = {k: v for k, v in counts.items() if k not in {"ok", "refused"}}
+        assert failures == {}, f"round {round_no}: {dict(counts)}"
+        totals.update(counts)
+    assert totals["ok"] >= 1000 and totals["refused"] >= 200
+
+
+def test_bind_on_a_port_in_use_names_the_address() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = GranianServer(slow_app, host=HOST, port=port)
+        with pytest.raises(PortInUseError) as info:
+            server.bind()
+    assert f"{HOST}:{port}" in str(info.value) and "address already in use" in str(info.value)
+
+
+def test_app_errors_become_500_and_the_server_keeps_serving() -> None:
+    with running_server(threads=2) as server:
+        address = address_of(server)
+        for _ in range(4):  # more failures than threads: none of them died
+            assert get(address, "/boom").status == 500
+        assert get(address, "/").status == 200
+        assert server.in_flight == 0
+
+
+def test_the_engine_does_not_hand_the_process_environment_to_the_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """granian's own WSGI wrapper copies os.environ into every request's environ; secrets
+    passed in the environment must not reach a request (a debug page, an error report)."""
+    monkeypatch.setenv("MIRA_TEST_SECRET_IN_ENV", "s3cr3t-value")
+    seen: list[dict[str, object]] = []
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        seen.append(dict(environ))
+        start_response("200 OK", [])  # type: ignore[operator]
+        return [b"ok"]
+
+    server = GranianServer(app, host=HOST, port=0, threads=1)
+    address = server.bind()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert get(address, "/").status == 200
+    finally:
+        server.stop(timeout=5)
+    assert seen and "MIRA_TEST_SECRET_IN_ENV" not in seen[0]
+    assert "s3cr3t-value" not in repr(seen[0])
+
+
+def test_bad_settings_are_rejected_with_the_setting_named() -> None:
+    for bad, name in (
+        ({"threads": 0}, "threads"),
+        ({"request_queue_size": 0}, "request_queue_size"),
+        ({"max_connections": 0}, "max_connections"),
+        ({"port": 70000}, "port"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            GranianServer(slow_app, **{"host": HOST, "port": 0, **bad})  # type: ignore[arg-type]
+
+
+def _established(port: int) -> int:
+    """Connections the server side holds open on `port` (accepted, not yet closed)."""
+    out = subprocess.run(
+        ["ss", "-tnH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=5,
+    ).stdout
+    return len(out.splitlines())
