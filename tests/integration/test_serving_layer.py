@@ -283,18 +283,23 @@ def test_a_stalled_connection_is_closed_after_header_timeout(
 
 # -- 3./4. ambiguous framing ----------------------------------------------------------------
 @pytest.mark.parametrize(
-    "body",
-    [b"0\r\n\r\n", chunked(json.dumps(PLAN).encode())],
+    ("body", "expected"),
+    [(b"0\r\n\r\n", 400), (chunked(json.dumps(PLAN).encode()), 200)],
     ids=["empty-chunked-body", "chunked-plan-message"],
 )
-def test_content_length_with_transfer_encoding_is_400_and_the_pipelined_request_unanswered(
-    services: Services, body: bytes
+def test_content_length_with_transfer_encoding_is_read_as_chunked_and_nothing_is_smuggled(
+    services: Services, body: bytes, expected: int
 ) -> None:
+    """The engine (hyper) lets Transfer-Encoding override Content-Length and closes the
+    connection after the answer (RFC 9112 6.1): the request is answered once, as its chunked
+    body says (the classic CL.TE probe's empty body: 400; a well-formed plan: 200), and the
+    request smuggled behind it is never served. The app cannot answer 400 for the mix itself:
+    the engine drops Content-Length before the app sees the request (DEPLOYMENT.md)."""
     request = post_head("Content-Length: 5", "Transfer-Encoding: chunked") + body
     got = exchange(services.guarded.port, request + PIPELINED_HEALTH)
     assert got.closed, f"still open after {got.seconds:.1f} s: {got.raw[:300]!r}"
     status, _, response_body = got.only_response()  # the pipelined GET got no answer
-    assert status == 400, response_body
+    assert status == expected, response_body
 
 
 def test_two_content_lengths_are_400_and_the_connection_closes(services: Services) -> None:
