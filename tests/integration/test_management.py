@@ -3,17 +3,13 @@ HTTP over loopback, real SQLite, secrets rotated through the `file` backend's wa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.integration.test_hot_reload import base_config
 from tests.integration.test_workers import every_worker_serves, served
@@ -47,19 +43,6 @@ def common(tmp_path: Path) -> dict[str, Any]:
         "secrets": {"backend": "file", "file": {"directory": str(secrets)}},
         "journal": {"path": str(tmp_path / "journal.db")},
     }
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    """Services started here; their worker processes too, should one outlive its supervisor."""
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.stop()
-        for pid in svc.__dict__.get("worker_pids", []):
-            if Path(f"/proc/{pid}").exists():
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
 
 
 def start(services: list[ServiceProcess], tmp_path: Path, **sections: Any) -> ServiceProcess:

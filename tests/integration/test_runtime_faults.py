@@ -25,14 +25,6 @@ from tests.support import ServiceProcess, free_port, wait_until
 DEADLINE = 15.0
 
 
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.stop()
-
-
 def service(workdir: Path, config: dict[str, Any]) -> ServiceProcess:
     config["server"].pop("port", None)  # a free one
     return ServiceProcess(workdir, config)

@@ -6,7 +6,6 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,6 @@ def slow_service(
         env={"PYTHONPATH": str(ROOT), **(env or {})},
         module="tests.integration.slow_app",
     )
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    """Collects the services a test starts; kills any still running (by PID) afterwards."""
-    started: list[ServiceProcess] = []
-    yield started
-    for service in started:
-        service.stop()
 
 
 def run(started: list[ServiceProcess], service: ServiceProcess, ready: bool = True) -> Any:

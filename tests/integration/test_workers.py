@@ -11,7 +11,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ PLAN = {
     "type": "generate_plan",
     "data": {"name": "Launch", "description": "Go", "goals": ["MVP"], "duration_weeks": 4},
 }
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.stop()
-        for pid in svc.__dict__.get("worker_pids", []):
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def start(

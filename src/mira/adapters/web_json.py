@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Response
 
+from mira.adapters import json_body
 from mira.adapters.structlog_logging import LogPipeline
 
 
@@ -17,7 +17,7 @@ class JsonResponses:
         self._logs = logs
 
     def ok(self, body: Any, status: int = 200) -> Response:
-        data = self._logs.redactor(json.dumps(body, default=str, separators=(",", ":")).encode())
+        data = self._logs.redactor(json_body.dumps(body))
         return Response(data, status=status, mimetype="application/json")
 
     def error(self, status: int, message: str, **extra: Any) -> Response:
