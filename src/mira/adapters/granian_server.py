@@ -196,7 +196,7 @@ class GranianServer:
         )
         loop = loops.get("auto")
         scheduler = futures._new_cbscheduler(loop, self._call, impl_asyncio=True)
-        worker.serve_str(scheduler, loop, self._signal)
+        worker.serve_mtr(scheduler, loop, self._signal)  # granian's own mode for WSGI
         self._finished.wait()
         log.info("server_loop_exited")
 
