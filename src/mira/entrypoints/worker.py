@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import mmap
+import os
 import signal
 import socket
 import struct
@@ -22,6 +23,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import structlog
 from dependency_injector import providers
 
 from mira.adapters.granian_server import GranianServer
@@ -35,6 +37,7 @@ from mira.domain.state import RuntimeState
 from mira.service_layer.snapshots import read_snapshot
 
 HEARTBEAT = 1.0
+log = structlog.get_logger("mira.worker")
 #: the snapshot the request being handled on this thread started with
 _PINNED: contextvars.ContextVar[RuntimeState | None] = contextvars.ContextVar(
     "mira_pinned_snapshot", default=None
@@ -212,8 +215,19 @@ class Worker:
             lambda: float(self.server.in_flight if self.server else 0)
         )
         self.server.bind()
-        threading.Thread(target=self.server.serve_forever, name="mira-server", daemon=True).start()
+        threading.Thread(target=self._serve, name="mira-server", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="mira-heartbeat", daemon=True).start()
+
+    def _serve(self) -> None:
+        """The engine's thread: if it fails, the worker exits and the supervisor replaces it
+        (a worker that kept its heartbeat without serving would never be)."""
+        assert self.server is not None
+        try:
+            self.server.serve_forever()
+        except Exception:
+            log.exception("HTTP server failed; the worker exits", worker=self.index)
+            self.container.logging().flush()
+            os._exit(1)
 
     def _request_fields(self) -> dict[str, Any]:
         """Called at the start of each request: pin its snapshot, name it on its lines."""
