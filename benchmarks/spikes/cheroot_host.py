@@ -17,8 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from apps import create_bare
-
-from mira.adapters.cheroot_server import CherootServer
+from cheroot_server import CherootServer
 
 
 def main() -> None:

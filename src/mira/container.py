@@ -226,12 +226,11 @@ def _with_management(server: Any, settings: Settings, app: Callable[[], Any]) ->
         yield server
         server.stop(timeout=1.0)
         return
-    from mira.adapters.cheroot_server import CherootServer
+    from mira.adapters.granian_server import GranianServer
     from mira.adapters.management_listener import ManagedServer
 
-    listener = CherootServer(
-        app(), host=m.host or settings.server.host, port=m.port, threads=4, server_name="mira-mgmt"
-    )
+    where = {"host": m.host or settings.server.host, "port": m.port, "threads": 4}
+    listener = GranianServer(app(), **{**engine_settings(settings), **where})
     managed = ManagedServer(server, listener)
     yield managed
     managed.close(timeout=1.0)

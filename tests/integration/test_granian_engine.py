@@ -6,33 +6,116 @@ lifecycle's steps are called in the order the runtime calls them.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
 
 from mira.adapters.granian_server import GranianServer, PortInUseError
 from mira.adapters.listener import queued
-from tests.integration.test_cheroot_drain import (
-    SLOW_MS,
-    Tally,
-    _client,
-    assert_refused,
-    fire,
-    get,
-    slow_app,
-)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
+SLOW_MS = 1500
+
+
+def slow_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """`/slow?ms=N` sleeps N ms; `/boom` raises; anything else answers at once."""
+    path = environ["PATH_INFO"]
+    if path == "/boom":
+        raise RuntimeError("app failure")
+    if path == "/slow":
+        ms = int(parse_qs(environ["QUERY_STRING"]).get("ms", ["0"])[0])
+        time.sleep(ms / 1000)
+    body = f"done {path}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@dataclass
+class Reply:
+    status: int
+    connection: str | None
+    body: bytes
+
+
+def get(address: tuple[str, int], path: str, timeout: float = 10) -> Reply:
+    conn = http.client.HTTPConnection(*address, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.getheader("Connection"), resp.read())
+    finally:
+        conn.close()
+
+
+def fire(
+    pool: ThreadPoolExecutor, address: tuple[str, int], path: str, n: int
+) -> list[Future[Reply]]:
+    return [pool.submit(get, address, path) for _ in range(n)]
+
+
+def assert_refused(address: tuple[str, int]) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=2).close()
+
+
+class Tally:
+    """Outcome counts shared by the load threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, outcome: str) -> None:
+        with self._lock:
+            self._counts[outcome] += 1
+
+    def __getitem__(self, outcome: str) -> int:
+        with self._lock:
+            return self._counts[outcome]
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._counts)
+
+
+def _client(address: tuple[str, int], stop: threading.Event, counts: Tally) -> None:
+    deadline = time.monotonic() + 15
+    for _ in range(3000):
+        if stop.is_set() or time.monotonic() > deadline:
+            return
+        try:
+            sock = socket.create_connection(address, timeout=5)
+        except ConnectionRefusedError:
+            counts.add("refused")
+            time.sleep(0.005)  # a refused client backs off briefly, as a real one would
+            continue
+        conn = http.client.HTTPConnection(*address, timeout=5)
+        conn.sock = sock
+        try:
+            conn.request("GET", "/slow?ms=5")
+            resp = conn.getresponse()
+            resp.read()
+            counts.add("ok" if resp.status == 200 else f"status {resp.status}")
+        except OSError as exc:  # reset, EOF, timeout after an accepted connect
+            counts.add(f"failed {type(exc).__name__}")
+        except http.client.HTTPException as exc:
+            counts.add(f"failed {type(exc).__name__}")
+        finally:
+            conn.close()
 
 
 @contextmanager

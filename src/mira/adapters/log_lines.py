@@ -137,7 +137,7 @@ CONSOLE = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
 
 
 class StdlibBridge(logging.Handler):
-    """Routes stdlib logging (Flask, cheroot, libraries) into the same structured stream."""
+    """Routes stdlib logging (Flask, granian, libraries) into the same structured stream."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

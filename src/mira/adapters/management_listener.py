@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from mira.adapters.cheroot_server import CherootServer
+from mira.adapters.granian_server import GranianServer
 from mira.domain.ports import Server
 
 log = structlog.get_logger("mira.server")
@@ -22,7 +22,7 @@ log = structlog.get_logger("mira.server")
 class ManagedServer:
     """Delegates the lifecycle to `main`; serves `management` beside it until `close()`."""
 
-    def __init__(self, main: Server, management: CherootServer) -> None:
+    def __init__(self, main: Server, management: GranianServer) -> None:
         self.main, self.management = main, management
         self.management_address: tuple[str, int] | None = None
 

@@ -1,4 +1,8 @@
-"""cheroot HTTP server adapter: bind, serve, and a deadline-bounded graceful drain."""
+"""cheroot HTTP server adapter: bind, serve, and a deadline-bounded graceful drain.
+
+Mira's engine until issue 12 moved it to granian (docs/decisions/0001-http-engine.md); kept
+here, unshipped, for the benchmarks' "bare Flask, cheroot" peer and the drain spikes.
+"""
 
 from __future__ import annotations
 
