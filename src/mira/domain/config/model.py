@@ -259,7 +259,7 @@ class ServerSettings:
     threads: int = setting(
         32, "Python threads running requests (per worker process).", _at_least(1)
     )
-    request_queue_size: int = setting(128, "Listen backlog.", _at_least(128))
+    request_queue_size: int = setting(1024, "Listen backlog.", _at_least(128))
     max_body_bytes: int = setting(
         1048576, "Largest accepted request body; larger gets 413.", _body_size
     )
