@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +318,21 @@ def test_with_two_workers_an_open_api_is_warned_about_once_by_the_supervisor(
     every_worker_serves(svc, 2)
     warnings = [x for x in svc.lines() if "api_tokens is not set" in x.get("message", "")]
     assert len(warnings) == 1 and "worker" not in warnings[0]
+
+
+def test_probes_on_the_management_port_answer_beside_idle_connections(
+    tmp_path: Path, services: list[ServiceProcess]
+) -> None:
+    """The management listener is served by the same engine as server.port: connections that
+    send nothing hold no thread, so the kubelet's probes still get their answer."""
+    svc = start(services, tmp_path, **managed())
+    host, port = svc.probe_url.removeprefix("http://").rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(100)]
+    try:
+        for path in ("/health", "/ready"):
+            started = time.monotonic()
+            status, _, _ = mgmt(svc, path, timeout=5)
+            assert status == 200 and time.monotonic() - started < 1.0, path
+    finally:
+        for sock in idle:
+            sock.close()
