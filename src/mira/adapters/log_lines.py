@@ -63,14 +63,28 @@ def timestamp() -> str:
     return f"{_Timestamps.prefix}.{int((now - second) * 1_000_000):06d}+00:00"
 
 
+class Active:
+    """The pipeline configured last in this process (structlog's configuration is process-wide
+    too). Loggers look it up on every line, so structlog may cache them: one made before an
+    embedding app's second container still writes through the pipeline configured last."""
+
+    pipeline: LogPipeline | None = None
+
+
 class NamedSink:
-    """What structlog wraps: carries the logger name and the pipeline it writes through."""
+    """What structlog wraps: carries the logger name; writes through the active pipeline."""
 
-    __slots__ = ("name", "pipeline")
+    __slots__ = ("name",)
 
-    def __init__(self, name: str, pipeline: LogPipeline) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.pipeline = pipeline
+
+    @property
+    def pipeline(self) -> LogPipeline:
+        pipeline = Active.pipeline
+        if pipeline is None:
+            raise RuntimeError("no LogPipeline is configured in this process")
+        return pipeline
 
     def msg(self, line: bytes) -> None:
         self.pipeline.emit(line, urgent=False)

@@ -18,6 +18,7 @@ from mira.adapters.log_lines import (
     CONSOLE,
     FIRST_KEYS,
     LEVELS,
+    Active,
     MiraLogger,
     NamedSink,
     StdlibBridge,
@@ -51,19 +52,16 @@ class LogPipeline:
         self.sink.start_flusher()
         self.default_correlation_id = default_correlation_id
         self._set_level(settings)
+        Active.pipeline = self
+        _CHAIN[:] = _PROCESSORS  # in place: cached loggers hold this very list
         structlog.configure(
-            processors=[
-                structlog.contextvars.merge_contextvars,
-                self._defaults,
-                callsite_fields,
-                structlog.processors.format_exc_info,
-                self._render,
-            ],
+            processors=_CHAIN,
             wrapper_class=MiraLogger,
-            logger_factory=lambda name="mira", *args: NamedSink(name, self),
-            # Not cached: a logger made before an embedding app's second container must write
-            # through the pipeline configured last.
-            cache_logger_on_first_use=False,
+            logger_factory=_named_sink,
+            # Cached: building a logger per line cost ~5 us. Safe because the processors are
+            # one list changed only in place (structlog.testing.capture_logs does that too) and
+            # NamedSink finds the active pipeline per line.
+            cache_logger_on_first_use=True,
         )
         root = logging.getLogger()
         for handler in list(root.handlers):
@@ -158,20 +156,37 @@ class LogPipeline:
         self.sink.flush()
         self.sink.fsync()
 
-    # -- processors --------------------------------------------------------------------------
-    def _defaults(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        event_dict.setdefault("correlation_id", self.default_correlation_id)
-        for key, value in self.fields.items():
-            event_dict.setdefault(key, value)
-        return event_dict
 
-    def _render(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:
-        if not self.json:
-            return (CONSOLE(logger, method, event_dict) + "\n").encode()
-        event_dict["message"] = event_dict.pop("event", None)
-        ordered = {k: event_dict.pop(k) for k in FIRST_KEYS if k in event_dict}
-        ordered.update(event_dict)
-        return orjson.dumps(ordered, default=repr, option=orjson.OPT_APPEND_NEWLINE)
+# -- processors (the pipeline is the active one: NamedSink.pipeline) ---------------------------
+def _defaults(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    pipeline = logger.pipeline
+    event_dict.setdefault("correlation_id", pipeline.default_correlation_id)
+    for key, value in pipeline.fields.items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
+def _render(logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:
+    if not logger.pipeline.json:
+        return (CONSOLE(logger, method, event_dict) + "\n").encode()
+    event_dict["message"] = event_dict.pop("event", None)
+    ordered = {k: event_dict.pop(k) for k in FIRST_KEYS if k in event_dict}
+    ordered.update(event_dict)
+    return orjson.dumps(ordered, default=repr, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _named_sink(name: str = "mira", *args: Any) -> NamedSink:
+    return NamedSink(name)
+
+
+_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    _defaults,
+    callsite_fields,
+    structlog.processors.format_exc_info,
+    _render,
+]
+_CHAIN: list[Any] = list(_PROCESSORS)
 
 
 __all__ = ["LogPipeline", "get_logger"]
