@@ -84,6 +84,8 @@ class Point:
 
 def test_a_body_is_read_whole_or_refused_with_413_once_over_the_limit() -> None:
     assert read_body(io.BytesIO(b"x" * 100), 100) == b"x" * 100
+    assert read_body(io.BytesIO(b"x" * 100), 100, length=100) == b"x" * 100
+    assert read_body(io.BytesIO(b""), 100, length=0) == b""
     with pytest.raises(RequestRejected) as caught:
         read_body(io.BytesIO(b"x" * 101), 100)
     assert caught.value.status == 413 and "server.max_body_bytes (100 bytes)" in str(caught.value)

@@ -86,7 +86,8 @@ def create_app(
                 return responses.unauthorized(problem)
         try:
             json_body.check_content_type(request.mimetype, request.mimetype_params.get("charset"))
-            message = json_body.parse(read_body(request.stream, max_body_bytes))
+            body = read_body(request.stream, max_body_bytes, request.content_length)
+            message = json_body.parse(body)
         except json_body.BodyError as exc:
             return _error(exc.status, str(exc), field="body")
         try:

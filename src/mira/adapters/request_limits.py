@@ -37,9 +37,13 @@ def check_request(environ: Mapping[str, Any], max_header_bytes: int) -> None:
         )
 
 
-def read_body(stream: IO[bytes], limit: int) -> bytes:
+def read_body(stream: IO[bytes], limit: int, length: int | None = None) -> bytes:
     """The whole body, or 413 as soon as it is over `limit` bytes (chunked bodies too: they
-    carry no Content-Length to check first)."""
+    carry no Content-Length to check first). With a Content-Length (`length`, already
+    checked against the limit by Werkzeug) one read takes it all: each read crosses into the
+    engine and back."""
+    if length is not None and length <= limit:
+        return stream.read(length) if length else b""
     chunks: list[bytes] = []
     size = 0
     while chunk := stream.read(min(CHUNK, limit + 1 - size)):
