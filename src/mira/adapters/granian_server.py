@@ -47,6 +47,7 @@ GRANIAN_PRIVATE = (
 )
 #: How long close_listener waits for granian to accept what is queued before it stops anyway.
 BACKLOG_TIMEOUT = 2.0
+_THREAD_IDLE_SECONDS = 86400
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _CLOSE = ("Connection", "close")
 
@@ -181,7 +182,9 @@ class GranianServer:
             1,  # runtime threads (tokio)
             512,  # runtime blocking threads (tokio's, for file I/O)
             self._threads,  # Python threads running the app
-            30,  # seconds an idle Python thread is kept
+            # seconds an idle Python thread is kept: a day, so the (at most `threads`) threads
+            # are not recycled; each thread's request tallies (RequestMetrics) are kept for good
+            _THREAD_IDLE_SECONDS,
             self._max_connections,
             "1",  # HTTP/1.1 only
             HTTP1Settings(
