@@ -116,7 +116,8 @@ class GranianServer:
             "wsgi.run_once": False,
             "wsgi.version": (1, 0),
         }
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the listener's life: serve, close
+        self._count_lock = threading.Lock()  # only the in-flight count, held for an instant
         self._in_flight = 0
         self._draining = False
         self._signal: Any = None
@@ -260,7 +261,7 @@ class GranianServer:
     # -- the request path ------------------------------------------------------------------
     def _call(self, proto: Any, scope: dict[str, Any]) -> int:
         """One request, on one of granian's Python threads."""
-        with self._lock:
+        with self._count_lock:
             self._in_flight += 1
         try:
             response = _Response()
@@ -283,5 +284,5 @@ class GranianServer:
             proto.response_bytes(response.status, headers, body)
             return response.status
         finally:
-            with self._lock:
+            with self._count_lock:
                 self._in_flight -= 1
