@@ -215,6 +215,8 @@ def engine_settings(settings: Settings) -> dict[str, Any]:
         "request_queue_size": s.request_queue_size,
         "max_connections": s.max_connections,
         "header_timeout": s.header_timeout,
+        "body_timeout": s.body_timeout,
+        "max_body_bytes": s.max_body_bytes,
         "max_header_bytes": s.max_header_bytes,
     }
 

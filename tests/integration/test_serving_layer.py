@@ -6,8 +6,9 @@ request is malformed or stalls, and asserts what a client notices: the status li
 body, the headers, when the server closes the connection, and that the service keeps serving.
 
 Each worker count (`server.workers` 1 and 2) gets two services, started once for the module:
-"guarded" with `server.header_timeout` 1 s (stalled connections are cut quickly) and "patient"
-with the default 10 s, so that the slow-client flood stays in place while fresh clients probe.
+"guarded" with `server.header_timeout` and `server.body_timeout` 1 s (stalled connections are
+cut quickly) and "patient" with the defaults (10 s, 60 s), so that the slow-client flood
+stays in place while fresh clients probe.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.integration.test_workers import _alive, every_worker_serves, served, 
 from tests.support import Headers, ServiceProcess, http, wait_until
 
 HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
 DEADLINE = 20.0
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] \d{3}")
 PLAN = {
@@ -54,7 +56,8 @@ def services(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Services]:
     workers: int = request.param
-    configs = {"guarded": {"header_timeout": HEADER_TIMEOUT}, "patient": {}}
+    guarded = {"header_timeout": HEADER_TIMEOUT, "body_timeout": BODY_TIMEOUT}
+    configs = {"guarded": guarded, "patient": {}}
     started: dict[str, ServiceProcess] = {}
     pids: dict[str, list[int]] = {}
     try:
@@ -279,6 +282,92 @@ def test_a_stalled_connection_is_closed_after_header_timeout(
         seconds = time.monotonic() - started
     assert received == b"", received
     assert 0.5 < seconds < HEADER_TIMEOUT + 2.0, f"closed after {seconds:.2f} s"
+
+
+# -- 2b. slow bodies: server.body_timeout, and they do not starve fresh clients -------------
+SLOW_BODIES = 100
+PLAN_BYTES = json.dumps(PLAN).encode()
+
+
+def test_health_answers_within_1s_beside_100_connections_stalled_mid_body(
+    services: Services,
+) -> None:
+    """Each stalled body holds a thread of its own while it waits, not one of server.threads
+    (32): a probe, and a full plan message, still answer at once."""
+    svc = services.patient
+    head = post_head(f"Content-Length: {len(PLAN_BYTES)}") + PLAN_BYTES[:10]
+    with ExitStack() as stack:
+        stalled = []
+        for _ in range(SLOW_BODIES):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", svc.port), 5))
+            sock.sendall(head)
+            stalled.append(sock)
+        wait_until(lambda: svc.get("/health", timeout=5)[0] == 200, DEADLINE, message="up")
+        probes = []
+        for _ in range(10):
+            for path in ("/health", "/ready"):
+                sent = time.monotonic()
+                probes.append((path, svc.get(path, timeout=5)[0], time.monotonic() - sent))
+        sent = time.monotonic()
+        plan = http("POST", svc.url + "/api/v1/messages", PLAN, timeout=5)[0]
+        plan_seconds = time.monotonic() - sent
+        held = sum(is_open(sock) for sock in stalled)
+    assert [p for p in probes if p[1] != 200 or p[2] >= 1.0] == [], probes
+    assert plan == 200 and plan_seconds < 1.0, (plan, plan_seconds)
+    assert held == SLOW_BODIES  # the stalled bodies were all still waiting (60 s default)
+
+
+def test_a_body_not_in_within_body_timeout_is_408_json_and_the_connection_closes(
+    services: Services,
+) -> None:
+    with socket.create_connection(("127.0.0.1", services.guarded.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            post_head(f"Content-Length: {len(PLAN_BYTES)}", "X-Request-ID: slow-body-1")
+            + PLAN_BYTES[:10]
+        )
+        sock.settimeout(0.5)
+        try:
+            early: bytes | str = sock.recv(1)
+        except TimeoutError:
+            early = "still open"
+        assert early == "still open", f"answered within 0.5 s: {early!r}"
+        sock.settimeout(0.2)
+        received = bytearray()
+        closed = False
+        while time.monotonic() - started < BODY_TIMEOUT + 5:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                closed = True
+                break
+            received += chunk
+        seconds = time.monotonic() - started
+    got = Exchange(bytes(received), closed, seconds)
+    status, headers, body = got.only_response()
+    assert status == 408 and headers["x-request-id"] == "slow-body-1"
+    assert headers["connection"].lower() == "close"
+    payload = error_json(body)
+    assert payload["correlation_id"] == "slow-body-1"
+    assert "server.body_timeout" in payload["error"]
+    # the connection is cut too, not left open until the client gives up
+    assert closed, f"still open after {seconds:.1f} s"
+    assert BODY_TIMEOUT <= seconds < BODY_TIMEOUT + 3, f"closed after {seconds:.2f} s"
+
+
+def test_a_body_that_arrives_in_pieces_within_body_timeout_is_served(
+    services: Services,
+) -> None:
+    request = post_head(f"Content-Length: {len(PLAN_BYTES)}")
+    with socket.create_connection(("127.0.0.1", services.guarded.port), timeout=5) as sock:
+        sock.sendall(request + PLAN_BYTES[:10])
+        time.sleep(0.3)  # the pause under test: a body that is slow but in time
+        sock.sendall(PLAN_BYTES[10:])
+        sock.settimeout(5)
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
 
 
 # -- 3./4. ambiguous framing ----------------------------------------------------------------

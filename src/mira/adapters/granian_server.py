@@ -20,8 +20,10 @@ What each stage of the drain does here:
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
@@ -33,7 +35,10 @@ import orjson
 import structlog
 
 from mira.adapters import listener as listening
+from mira.adapters.body_deadline import BodyDeadlines
 from mira.adapters.listener import PortInUseError
+from mira.adapters.request_limits import RequestRejected, read_body
+from mira.adapters.wsgi_context import pick_request_id
 
 __all__ = ["GRANIAN_PRIVATE", "GranianServer", "PortInUseError"]
 
@@ -80,7 +85,9 @@ class GranianServer:
         request_queue_size: int = 128,
         max_connections: int = 1024,
         header_timeout: float = 10.0,
+        body_timeout: float = 60.0,
         max_header_bytes: int = 65536,
+        max_body_bytes: int = 1048576,
         listener: socket.socket | None = None,
         multiprocess: bool = False,
     ) -> None:
@@ -88,6 +95,7 @@ class GranianServer:
             ("threads", threads),
             ("request_queue_size", request_queue_size),
             ("max_connections", max_connections),
+            ("max_body_bytes", max_body_bytes),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -98,6 +106,14 @@ class GranianServer:
         self._app = app
         self._host, self._port = host, port
         self._threads = threads
+        # `threads` requests run the app at once; a request takes its turn only once its body
+        # is in, so slow senders cannot hold every turn (each waits on a thread of its own)
+        self._turns: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(threads):
+            self._turns.put(None)
+        self._max_body = max_body_bytes
+        self._body_timeout = body_timeout
+        self._deadlines: BodyDeadlines | None = None
         self._backlog = request_queue_size
         self._max_connections = max_connections
         self._header_timeout_ms = max(1, int(header_timeout * 1000))
@@ -175,6 +191,8 @@ class GranianServer:
                 return
             self._signal = core.WorkerSignal()
         self._signal.add_cb(self._finished.set)  # granian calls it after its last connection
+        self._deadlines = BodyDeadlines(self._body_timeout, self._bound[1] if self._bound else 0)
+        self._deadlines.start()
         holder = core.SocketHolder(os.dup(self._sock.fileno()), False, self._backlog)
         worker = core.WSGIWorker(
             1,
@@ -182,9 +200,11 @@ class GranianServer:
             None,  # no IPC: Mira's own metrics
             1,  # runtime threads (tokio)
             512,  # runtime blocking threads (tokio's, for file I/O)
-            self._threads,  # Python threads running the app
-            # seconds an idle Python thread is kept: a day, so the (at most `threads`) threads
-            # are not recycled; each thread's request tallies (RequestMetrics) are kept for good
+            # Python threads, started as requests come: one per connection at most, so no
+            # request waits for a thread (`threads` bounds those running the app, see _call)
+            max(self._threads, self._max_connections),
+            # seconds an idle Python thread is kept: a day, so threads are not recycled; each
+            # thread's request tallies (RequestMetrics) are kept for good
             _THREAD_IDLE_SECONDS,
             self._max_connections,
             "1",  # HTTP/1.1 only
@@ -202,6 +222,7 @@ class GranianServer:
         scheduler = futures._new_cbscheduler(loop, self._call, impl_asyncio=True)
         worker.serve_mtr(scheduler, loop, self._signal)  # granian's own mode for WSGI
         self._finished.wait()
+        self._deadlines.stop()
         log.info("server_loop_exited")
 
     def start_draining(self) -> None:
@@ -266,6 +287,9 @@ class GranianServer:
         try:
             response = _Response()
             environ = self._base | scope
+            if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+                self._take_body(proto, environ)
+            self._turns.get()
             try:
                 result = self._app(environ, response)
                 try:
@@ -278,6 +302,8 @@ class GranianServer:
                 log.exception("Unhandled error while handling request")
                 response.status, response.headers = 500, [("Content-Type", "application/json")]
                 body = orjson.dumps({"status": "error", "message": "internal server error"})
+            finally:
+                self._turns.put(None)
             headers = response.headers
             if self._draining:
                 headers = [*headers, _CLOSE]
@@ -286,3 +312,29 @@ class GranianServer:
         finally:
             with self._count_lock:
                 self._in_flight -= 1
+
+    def _take_body(self, proto: Any, environ: dict[str, Any]) -> None:
+        """Read the body before the request takes a turn, within server.body_timeout; the app
+        reads it from memory. A body over max_body_bytes or too slow leaves its verdict in
+        `mira.rejected` (the app answers it: Mira's JSON 413; the watchdog answered 408)."""
+        given = environ.get("CONTENT_LENGTH")
+        length: int | None = None
+        if given is not None:
+            try:
+                length = int(given)
+            except ValueError:
+                return  # the app's framework answers it
+            if length <= 0 or length > self._max_body:
+                return  # nothing to read, or the app's 413 without reading
+        environ["mira.started"] = time.perf_counter()  # the request's duration counts the body
+        environ["mira.request_id"] = pick_request_id(environ)
+        deadlines = self._deadlines
+        reading = deadlines.begin(proto, environ) if deadlines is not None else None
+        data = b""
+        try:
+            data = read_body(environ["wsgi.input"], self._max_body, length)
+        except RequestRejected as exc:
+            environ["mira.rejected"] = exc
+        if reading is not None and deadlines is not None and not deadlines.end(reading):
+            environ["mira.rejected"] = RequestRejected(408, deadlines.message)
+        environ["wsgi.input"] = io.BytesIO(data)

@@ -13,7 +13,7 @@ CHUNK = 65536
 
 
 class RequestRejected(Exception):
-    """The request cannot be served; `status` is 413 or 431. Its connection closes."""
+    """The request cannot be served; `status` is 408, 413 or 431. Its connection closes."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -26,6 +26,9 @@ def check_request(environ: Mapping[str, Any], max_header_bytes: int) -> None:
     Ambiguous framing never gets here: the engine answers two Content-Lengths with 400 and
     reads a request with both Content-Length and Transfer-Encoding as chunked, closing its
     connection after the answer (RFC 9112 6.1), so nothing smuggled behind it is served."""
+    rejected = environ.get("mira.rejected")  # the engine's verdict on the body (413, 408)
+    if rejected is not None:
+        raise rejected
     size = len(environ.get("CONTENT_TYPE", "")) + len(environ.get("CONTENT_LENGTH", ""))
     for key, value in environ.items():
         if key[:5] == "HTTP_":

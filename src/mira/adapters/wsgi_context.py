@@ -60,12 +60,13 @@ class RequestContext:
         self.request_fields = request_fields
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        request_id = pick_request_id(environ)
+        request_id = environ.get("mira.request_id") or pick_request_id(environ)
         environ["mira.request_id"] = request_id
         _clear()
         extra = self.request_fields() if self.request_fields is not None else {}
         _bind(correlation_id=request_id, **extra)
-        started = time.perf_counter()
+        # from when the engine started reading the body, if it read it before the app
+        started = environ.get("mira.started") or time.perf_counter()
         status_line = "500"
 
         def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

@@ -257,7 +257,10 @@ class ServerSettings:
     host: str = setting("0.0.0.0", "Listen address.")
     port: int = setting(5000, "Listen port.", _port)
     threads: int = setting(
-        32, "Python threads running requests (per worker process).", _at_least(1)
+        32,
+        "Requests the app handles at once (per worker process); a request takes one only once "
+        "its body has arrived.",
+        _at_least(1),
     )
     request_queue_size: int = setting(1024, "Listen backlog.", _at_least(128))
     max_body_bytes: int = setting(
@@ -272,6 +275,12 @@ class ServerSettings:
         10.0,
         "Seconds a connection may take to send a request's headers, or stay idle between "
         "requests; then it is closed.",
+        _seconds,
+    )
+    body_timeout: float = setting(
+        60.0,
+        "Seconds a request's whole body may take to arrive; then it is answered 408 and its "
+        "connection closed.",
         _seconds,
     )
     max_connections: int = setting(
