@@ -10,11 +10,13 @@ thread, past the deadline:
    granian's protocol object, which takes the answer from any thread;
 2. finds the request's connection among this process's sockets: same local port and peer
    address, and exactly the answer's bytes written since a snapshot taken just before it
-   (granian tells the app neither the peer's port nor the socket);
+   (granian tells the app neither the peer's port nor the socket); requests due in the same
+   tick are answered together, and a peer's sockets are cut only if exactly as many wrote
+   exactly the 408s sent to that peer;
 3. shuts that socket down, so hyper sees the end of the stream, drops the connection and the
    blocked read returns: the Python thread is free again.
 
-Where the socket cannot be told apart (none, or two, match), the answer is still sent and the
+Where the sockets cannot be told apart (fewer or more match), the answer is still sent and the
 thread waits for the client to go; that is logged.
 """
 
@@ -52,8 +54,11 @@ class _Reading:
     environ: dict[str, Any]
 
 
-def _same_host(a: str, b: str) -> bool:
-    return a.removeprefix("::ffff:") == b.removeprefix("::ffff:")
+_GONE = object()
+
+
+def _host(address: str) -> str:
+    return address.removeprefix("::ffff:")  # an IPv4 client on a dual-stack socket
 
 
 def _written(sock: socket.socket) -> int | None:
@@ -69,9 +74,10 @@ def _written(sock: socket.socket) -> int | None:
     return int(notsent + sent)
 
 
-def connections(local_port: int, peer: str) -> list[socket.socket]:
-    """This process's TCP connections on `local_port` from `peer`, each on a dup of its fd."""
-    found: list[socket.socket] = []
+def connections(local_port: int, peers: set[str]) -> list[tuple[socket.socket, str]]:
+    """This process's TCP connections on `local_port` from any of `peers`, each on a dup of its
+    fd, with its peer's address."""
+    found: list[tuple[socket.socket, str]] = []
     seen: set[int] = set()  # by inode: a dup made here may take a number listed before
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -93,10 +99,11 @@ def connections(local_port: int, peer: str) -> list[socket.socket]:
                 sock.type == socket.SOCK_STREAM
                 and sock.family in (socket.AF_INET, socket.AF_INET6)
                 and sock.getsockname()[1] == local_port
-                and _same_host(str(sock.getpeername()[0]), peer)
             ):
-                found.append(sock)
-                continue
+                peer = _host(str(sock.getpeername()[0]))
+                if peer in peers:
+                    found.append((sock, peer))
+                    continue
         except OSError:
             pass
         sock.close()
@@ -149,52 +156,80 @@ class BodyDeadlines:
     def _run(self) -> None:
         while not self._stop.wait(TICK):
             now = time.monotonic()
-            for reading in [r for r in list(self._reading) if r.deadline <= now]:
-                if self._reading.pop(reading, 0) is not None:
-                    continue  # its body came meanwhile
+            due = [
+                reading
+                for reading in list(self._reading)
+                if reading.deadline <= now and self._reading.pop(reading, _GONE) is not _GONE
+            ]  # popped here, or by `end` if its body came meanwhile: never both
+            if due:
                 try:
-                    self._answer(reading)
+                    self._answer(due)
                 except Exception:  # the watchdog must outlive any one request
-                    log.exception("Body deadline: answering a slow request failed")
+                    log.exception("Body deadline: answering slow requests failed")
 
-    def _answer(self, reading: _Reading) -> None:
-        environ = reading.environ
-        request_id = str(environ.get("mira.request_id", "-"))
-        peer = str(environ.get("REMOTE_ADDR", ""))
-        body = orjson.dumps(
-            {"status": "error", "error": self.message, "correlation_id": request_id}
-        )
-        headers = [
-            ("content-type", "application/json"),
-            ("x-request-id", request_id),
-            ("connection", "close"),
-        ]
-        candidates = connections(self.local_port, peer)
+    def _answer(self, due: list[_Reading]) -> None:
+        """408 to each request in `due`, then cut their connections, all in one pass over
+        this process's sockets (an attack stalls many bodies at once)."""
+        peers = {_host(str(r.environ.get("REMOTE_ADDR", ""))) for r in due}
+        candidates = connections(self.local_port, peers)
         try:
-            before = {sock: _written(sock) for sock in candidates}
-            reading.proto.response_bytes(408, headers, body)
-            expected = wire_length(headers, body)
-            match: list[socket.socket] = []
-            give_up = time.monotonic() + WRITE_WAIT
-            while not match and time.monotonic() < give_up:
-                match = [
-                    sock
-                    for sock, was in before.items()
-                    if was is not None and (_written(sock) or 0) - was == expected
+            before = {sock: (peer, _written(sock)) for sock, peer in candidates}
+            sent: dict[str, list[int]] = {}
+            for reading in due:
+                request_id = str(reading.environ.get("mira.request_id", "-"))
+                body = orjson.dumps(
+                    {"status": "error", "error": self.message, "correlation_id": request_id}
+                )
+                headers = [
+                    ("content-type", "application/json"),
+                    ("x-request-id", request_id),
+                    ("connection", "close"),
                 ]
-                if not match:
-                    time.sleep(0.005)
-            if len(match) == 1:
-                match[0].shutdown(socket.SHUT_RDWR)  # after the 408, which is already queued
-                self.cut += 1
-            log.warning(
-                "Request body timed out",
-                correlation_id=request_id,
-                method=environ.get("REQUEST_METHOD"),
-                path=environ.get("PATH_INFO"),
-                body_timeout=self.timeout,
-                connection_closed=len(match) == 1,
-            )
+                reading.proto.response_bytes(408, headers, body)
+                peer = _host(str(reading.environ.get("REMOTE_ADDR", "")))
+                sent.setdefault(peer, []).append(wire_length(headers, body))
+            cut = self._cut(before, sent)
+            for reading in due:
+                environ = reading.environ
+                log.warning(
+                    "Request body timed out",
+                    correlation_id=environ.get("mira.request_id"),
+                    method=environ.get("REQUEST_METHOD"),
+                    path=environ.get("PATH_INFO"),
+                    body_timeout=self.timeout,
+                    connection_closed=_host(str(environ.get("REMOTE_ADDR", ""))) in cut,
+                )
         finally:
-            for sock in candidates:
+            for sock, _ in candidates:
                 sock.close()
+
+    def _cut(
+        self,
+        before: dict[socket.socket, tuple[str, int | None]],
+        sent: dict[str, list[int]],
+    ) -> set[str]:
+        """Shut down, per peer, the sockets that wrote exactly the 408s sent to it (and only
+        if they are exactly as many); the peers whose connections were cut."""
+        give_up = time.monotonic() + WRITE_WAIT
+        while True:
+            moved: dict[str, list[tuple[int, socket.socket]]] = {peer: [] for peer in sent}
+            for sock, (peer, was) in before.items():
+                now = _written(sock)
+                if was is not None and now is not None and now - was in sent[peer]:
+                    moved[peer].append((now - was, sock))
+            found = {
+                peer
+                for peer, lengths in sent.items()
+                if sorted(d for d, _ in moved[peer]) == sorted(lengths)
+            }
+            if len(found) == len(sent) or time.monotonic() >= give_up:
+                break
+            time.sleep(0.005)
+        for peer in found:
+            for _, sock in moved[peer]:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # after its 408, which is already queued
+                    self.cut += 1
+                except OSError:
+                    pass  # closed meanwhile: nothing left to cut
+        return found
