@@ -287,23 +287,24 @@ class GranianServer:
         try:
             response = _Response()
             environ = self._base | scope
-            if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
-                self._take_body(proto, environ)
-            self._turns.get()
             try:
-                result = self._app(environ, response)
+                if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+                    self._take_body(proto, environ)
+                self._turns.get()
                 try:
-                    body = b"".join(result)
+                    result = self._app(environ, response)
+                    try:
+                        body = b"".join(result)
+                    finally:
+                        close = getattr(result, "close", None)
+                        if close is not None:
+                            close()
                 finally:
-                    close = getattr(result, "close", None)
-                    if close is not None:
-                        close()
+                    self._turns.put(None)
             except Exception:
                 log.exception("Unhandled error while handling request")
                 response.status, response.headers = 500, [("Content-Type", "application/json")]
                 body = orjson.dumps({"status": "error", "message": "internal server error"})
-            finally:
-                self._turns.put(None)
             headers = response.headers
             if self._draining:
                 headers = [*headers, _CLOSE]
@@ -335,6 +336,8 @@ class GranianServer:
             data = read_body(environ["wsgi.input"], self._max_body, length)
         except RequestRejected as exc:
             environ["mira.rejected"] = exc
-        if reading is not None and deadlines is not None and not deadlines.end(reading):
+        finally:
+            in_time = reading is None or deadlines is None or deadlines.end(reading)
+        if not in_time and deadlines is not None:
             environ["mira.rejected"] = RequestRejected(408, deadlines.message)
         environ["wsgi.input"] = io.BytesIO(data)
