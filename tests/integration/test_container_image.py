@@ -194,8 +194,10 @@ def test_docker_stop_under_load_drains_and_exits_0_failing_no_accepted_request(
 ) -> None:
     port = free_port()
     # As the single-process steady-load tests: keep-alive clients need one request's time
-    # (drain_delay) to be told `Connection: close` before the listener closes.
-    shutdown = {"drain_delay": 0.2, "timeout": 5, "hooks_timeout": 2, "grace_period": 10}
+    # (drain_delay) to be told `Connection: close` before the listener closes. Through Docker's
+    # NAT on a CI machine also building images, 0.2 s was once too short: a client sent its
+    # next request as its idle connection was closed, and got a reset.
+    shutdown = {"drain_delay": 1.0, "timeout": 5, "hooks_timeout": 2, "grace_period": 10}
     write_config(config_dir, mira_config(port, shutdown=shutdown))
     svc = run_mira(port, *in_directory(config_dir, port))
     svc.wait_ready()
