@@ -42,8 +42,8 @@ def environ(request_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def deadlines() -> Iterator[BodyDeadlines]:
-    watchdog = BodyDeadlines(timeout=0.2, local_port=1)  # port 1: no socket of ours matches
-    watchdog.start()
+    watchdog = BodyDeadlines(timeout=0.2)
+    watchdog.start(local_port=1)  # port 1: no socket of ours matches
     yield watchdog
     watchdog.stop()
 

@@ -22,6 +22,7 @@ thread waits for the client to go; that is logged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -33,6 +34,8 @@ from typing import Any
 
 import orjson
 import structlog
+
+from mira.adapters.web_json import error_payload
 
 log = structlog.get_logger("mira.server")
 
@@ -120,19 +123,20 @@ def wire_length(headers: list[tuple[str, str]], body: bytes) -> int:
 class BodyDeadlines:
     """The requests of one server reading their bodies, and the watchdog of their deadline."""
 
-    def __init__(self, timeout: float, local_port: int) -> None:
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.local_port = local_port
+        self.local_port = 0  # the server's, given at start
         self._reading: dict[_Reading, None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.cut = 0  # connections shut down after their 408 (for tests and logs)
 
     @property
     def message(self) -> str:
         return f"request body not received within server.body_timeout ({self.timeout:g} s)"
 
-    def start(self) -> None:
+    def start(self, local_port: int) -> None:
+        """Watch from now on; `local_port` is where the server's connections are."""
+        self.local_port = local_port
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="body-deadline", daemon=True)
             self._thread.start()
@@ -170,24 +174,21 @@ class BodyDeadlines:
     def _answer(self, due: list[_Reading]) -> None:
         """408 to each request in `due`, then cut their connections, all in one pass over
         this process's sockets (an attack stalls many bodies at once)."""
-        peers = {_host(str(r.environ.get("REMOTE_ADDR", ""))) for r in due}
-        candidates = connections(self.local_port, peers)
+        peer_of = {r: _host(str(r.environ.get("REMOTE_ADDR", ""))) for r in due}
+        candidates = connections(self.local_port, set(peer_of.values()))
         try:
             before = {sock: (peer, _written(sock)) for sock, peer in candidates}
             sent: dict[str, list[int]] = {}
             for reading in due:
                 request_id = str(reading.environ.get("mira.request_id", "-"))
-                body = orjson.dumps(
-                    {"status": "error", "error": self.message, "correlation_id": request_id}
-                )
+                body = orjson.dumps(error_payload(self.message, request_id))
                 headers = [
                     ("content-type", "application/json"),
                     ("x-request-id", request_id),
                     ("connection", "close"),
                 ]
                 reading.proto.response_bytes(408, headers, body)
-                peer = _host(str(reading.environ.get("REMOTE_ADDR", "")))
-                sent.setdefault(peer, []).append(wire_length(headers, body))
+                sent.setdefault(peer_of[reading], []).append(wire_length(headers, body))
             cut = self._cut(before, sent)
             for reading in due:
                 environ = reading.environ
@@ -197,7 +198,7 @@ class BodyDeadlines:
                     method=environ.get("REQUEST_METHOD"),
                     path=environ.get("PATH_INFO"),
                     body_timeout=self.timeout,
-                    connection_closed=_host(str(environ.get("REMOTE_ADDR", ""))) in cut,
+                    connection_closed=peer_of[reading] in cut,
                 )
         finally:
             for sock, _ in candidates:
@@ -227,9 +228,6 @@ class BodyDeadlines:
             time.sleep(0.005)
         for peer in found:
             for _, sock in moved[peer]:
-                try:
+                with contextlib.suppress(OSError):  # closed meanwhile: nothing left to cut
                     sock.shutdown(socket.SHUT_RDWR)  # after its 408, which is already queued
-                    self.cut += 1
-                except OSError:
-                    pass  # closed meanwhile: nothing left to cut
         return found

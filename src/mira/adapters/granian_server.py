@@ -112,8 +112,7 @@ class GranianServer:
         for _ in range(threads):
             self._turns.put(None)
         self._max_body = max_body_bytes
-        self._body_timeout = body_timeout
-        self._deadlines: BodyDeadlines | None = None
+        self._deadlines = BodyDeadlines(body_timeout)
         self._backlog = request_queue_size
         self._max_connections = max_connections
         self._header_timeout_ms = max(1, int(header_timeout * 1000))
@@ -191,8 +190,7 @@ class GranianServer:
                 return
             self._signal = core.WorkerSignal()
         self._signal.add_cb(self._finished.set)  # granian calls it after its last connection
-        self._deadlines = BodyDeadlines(self._body_timeout, self._bound[1] if self._bound else 0)
-        self._deadlines.start()
+        self._deadlines.start(int(self._sock.getsockname()[1]))
         holder = core.SocketHolder(os.dup(self._sock.fileno()), False, self._backlog)
         worker = core.WSGIWorker(
             1,
@@ -329,15 +327,14 @@ class GranianServer:
                 return  # nothing to read, or the app's 413 without reading
         environ["mira.started"] = time.perf_counter()  # the request's duration counts the body
         environ["mira.request_id"] = pick_request_id(environ)
-        deadlines = self._deadlines
-        reading = deadlines.begin(proto, environ) if deadlines is not None else None
+        reading = self._deadlines.begin(proto, environ)
         data = b""
         try:
             data = read_body(environ["wsgi.input"], self._max_body, length)
         except RequestRejected as exc:
             environ["mira.rejected"] = exc
         finally:
-            in_time = reading is None or deadlines is None or deadlines.end(reading)
-        if not in_time and deadlines is not None:
-            environ["mira.rejected"] = RequestRejected(408, deadlines.message)
+            in_time = self._deadlines.end(reading)
+        if not in_time:
+            environ["mira.rejected"] = RequestRejected(408, self._deadlines.message)
         environ["wsgi.input"] = io.BytesIO(data)

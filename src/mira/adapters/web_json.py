@@ -10,6 +10,11 @@ from mira.adapters import json_body
 from mira.adapters.structlog_logging import LogPipeline
 
 
+def error_payload(message: str, correlation_id: str) -> dict[str, Any]:
+    """The body of every error Mira answers, wherever it is answered from."""
+    return {"status": "error", "error": message, "correlation_id": correlation_id}
+
+
 class JsonResponses:
     """`ok(body, status)` and `error(status, message, **extra)`; secret values masked."""
 
@@ -22,8 +27,7 @@ class JsonResponses:
 
     def error(self, status: int, message: str, **extra: Any) -> Response:
         cid = self._logs.current_correlation_id()
-        body = {"status": "error", "error": message, "correlation_id": cid}
-        return self.ok({**body, **extra}, status)
+        return self.ok({**error_payload(message, cid), **extra}, status)
 
     def unauthorized(self, problem: str) -> Response:
         response = self.error(401, problem, field="Authorization")
