@@ -212,6 +212,7 @@ def engine_settings(settings: Settings) -> dict[str, Any]:
         "host": s.host,
         "port": s.port,
         "threads": s.threads,
+        "max_threads": s.max_threads,
         "request_queue_size": s.request_queue_size,
         "max_connections": s.max_connections,
         "header_timeout": s.header_timeout,

@@ -7,6 +7,7 @@ lifecycle's steps are called in the order the runtime calls them.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import subprocess
 import threading
@@ -119,8 +120,10 @@ def _client(address: tuple[str, int], stop: threading.Event, counts: Tally) -> N
 
 
 @contextmanager
-def running_server(threads: int = 8, serve: bool = True) -> Iterator[GranianServer]:
-    server = GranianServer(slow_app, host=HOST, port=0, threads=threads)
+def running_server(
+    threads: int = 8, serve: bool = True, max_threads: int | None = None
+) -> Iterator[GranianServer]:
+    server = GranianServer(slow_app, host=HOST, port=0, threads=threads, max_threads=max_threads)
     server.bind()
     loop = threading.Thread(target=server.serve_forever, name="test-serve", daemon=True)
     if serve:
@@ -301,6 +304,35 @@ def test_bad_settings_are_rejected_with_the_setting_named() -> None:
     ):
         with pytest.raises(ValueError, match=name):
             GranianServer(slow_app, **{"host": HOST, "port": 0, **bad})  # type: ignore[arg-type]
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize(("max_threads", "bounded"), [(2, True), (None, False)])
+def test_max_threads_bounds_the_threads_a_burst_starts(
+    max_threads: int | None, bounded: bool
+) -> None:
+    """16 slow requests at once with threads 2: each waiting request holds a thread of its own
+    by default (so slow senders cannot starve the rest); with max_threads 2 the process starts
+    no more than 2, and the others wait their turn in granian's queue. All are answered."""
+    with running_server(threads=2, max_threads=max_threads) as server:
+        address = address_of(server)
+        assert get(address, "/warm").status == 200
+        before = _os_threads()
+        peak = before
+        with ThreadPoolExecutor(16) as pool:
+            futures = fire(pool, address, "/slow?ms=300", 16)
+            while not all(f.done() for f in futures):
+                peak = max(peak, _os_threads())
+                time.sleep(0.01)
+            assert [f.result().status for f in futures] == [200] * 16
+        started = peak - before - 16  # the client's own 16 threads are in this process too
+        if bounded:
+            assert started <= 2, f"{started} threads started with max_threads 2"
+        else:
+            assert started >= 8, f"only {started} threads started for 16 waiting requests"
 
 
 def _established(port: int) -> int:

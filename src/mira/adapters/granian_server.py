@@ -82,6 +82,7 @@ class GranianServer:
         host: str,
         port: int,
         threads: int = 32,
+        max_threads: int | None = None,
         request_queue_size: int = 128,
         max_connections: int = 1024,
         header_timeout: float = 10.0,
@@ -93,6 +94,7 @@ class GranianServer:
     ) -> None:
         for name, value in (
             ("threads", threads),
+            ("max_threads", 1 if max_threads is None else max_threads),
             ("request_queue_size", request_queue_size),
             ("max_connections", max_connections),
             ("max_body_bytes", max_body_bytes),
@@ -106,6 +108,10 @@ class GranianServer:
         self._app = app
         self._host, self._port = host, port
         self._threads = threads
+        # granian starts Python threads as requests come, up to this: one per connection by
+        # default, since a request waiting for its body holds one; each request wakes the thread
+        # idle longest, so fewer threads cost less CPU per request (docs/decisions/0001)
+        self._pool = max(threads, max_threads if max_threads is not None else max_connections)
         # `threads` requests run the app at once; a request takes its turn only once its body
         # is in, so slow senders cannot hold every turn (each waits on a thread of its own)
         self._turns: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -170,6 +176,7 @@ class GranianServer:
             host=self._bound[0],
             port=self._bound[1],
             threads=self._threads,
+            max_threads=self._pool,
             backlog=self._backlog,
             engine="granian",
         )
@@ -198,9 +205,7 @@ class GranianServer:
             None,  # no IPC: Mira's own metrics
             1,  # runtime threads (tokio)
             512,  # runtime blocking threads (tokio's, for file I/O)
-            # Python threads, started as requests come: one per connection at most, so no
-            # request waits for a thread (`threads` bounds those running the app, see _call)
-            max(self._threads, self._max_connections),
+            self._pool,  # Python threads, started as requests come (`threads` run the app)
             # seconds an idle Python thread is kept: a day, so threads are not recycled; each
             # thread's request tallies (RequestMetrics) are kept for good
             _THREAD_IDLE_SECONDS,

@@ -159,7 +159,17 @@ def load_settings(text: str, source: str, environ: Mapping[str, str]) -> LoadRes
 
 def cross_checks(settings: Settings) -> list[str]:
     """Rules that span keys."""
-    return _shutdown_budget(settings) + _management_address(settings)
+    return _shutdown_budget(settings) + _management_address(settings) + _thread_pool(settings)
+
+
+def _thread_pool(settings: Settings) -> list[str]:
+    s = settings.server
+    if s.max_threads is not None and s.max_threads < s.threads:
+        return [
+            f"server.max_threads ({s.max_threads}) must be at least server.threads "
+            f"({s.threads}): the app's threads are among them"
+        ]
+    return []
 
 
 def _management_address(settings: Settings) -> list[str]:

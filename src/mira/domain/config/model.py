@@ -262,6 +262,14 @@ class ServerSettings:
         "its body has arrived.",
         _at_least(1),
     )
+    max_threads: int | None = setting(
+        None,
+        "Most Python threads per worker process: those running the app plus those waiting for "
+        "a request body to arrive (null: server.max_connections, so slow senders never hold "
+        "every thread). Behind a proxy that buffers request bodies, server.threads is enough "
+        "and costs less CPU per request.",
+        lambda v: None if v is None else _at_least(1)(v),
+    )
     request_queue_size: int = setting(1024, "Listen backlog.", _at_least(128))
     max_body_bytes: int = setting(
         1048576, "Largest accepted request body; larger gets 413.", _body_size
