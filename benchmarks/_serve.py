@@ -94,7 +94,7 @@ def engines(workers: int, tmp: Path, port_of: dict[str, int]) -> dict[str, Engin
             app,
         ]
 
-    def granian(app: str, name: str) -> list[str]:
+    def granian(app: str, name: str, *extra: str) -> list[str]:
         return [
             str(bin_dir / "granian"),
             "--interface",
@@ -109,16 +109,23 @@ def engines(workers: int, tmp: Path, port_of: dict[str, int]) -> dict[str, Engin
             str(HERE),
             "--log-level",
             "warning",
+            *extra,
             app,
         ]
 
     cfg = mira_config(tmp, int(port("mira")), workers)
+    bounded = mira_config(tmp, int(port("mira-32")), workers, max_threads=32)
     app_cfg = {"MIRA_BENCH_CONFIG": str(mira_config(tmp, 0, 1))}
     cheroot = [py, str(HERE / "spikes" / "cheroot_host.py"), "--port", port("bare-cheroot")]
     return {
         "mira": Engine("mira", [py, "-m", "mira.entrypoints.web", str(cfg)]),
+        # as deployed behind a proxy that buffers request bodies: max_threads = threads (32)
+        "mira-32": Engine("mira-32", [py, "-m", "mira.entrypoints.web", str(bounded)]),
         "bare-gunicorn": Engine("bare-gunicorn", gunicorn("apps:bare", "bare-gunicorn")),
         "bare-granian": Engine("bare-granian", granian("apps:bare", "bare-granian")),
+        "bare-granian-32": Engine(
+            "bare-granian-32", granian("apps:bare", "bare-granian-32", "--blocking-threads", "32")
+        ),
         "bare-cheroot": Engine("bare-cheroot", cheroot),
         "mira-gunicorn": Engine("mira-gunicorn", gunicorn("apps:mira", "mira-gunicorn"), app_cfg),
         "mira-granian": Engine("mira-granian", granian("apps:mira", "mira-granian"), app_cfg),

@@ -23,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _serve import ENDPOINTS, Round, Server, engines, load_round, scratch, wrk_script
 
-DEFAULT = "mira,bare-gunicorn,bare-granian"
+DEFAULT = "mira,mira-32,bare-gunicorn,bare-granian,bare-granian-32"
 LABELS = {
     "mira": "Mira (service)",
+    "mira-32": "Mira, max_threads 32",
     "bare-gunicorn": "bare Flask, gunicorn sync",
     "bare-granian": "bare Flask, granian WSGI",
+    "bare-granian-32": "bare Flask, granian 32 thr",
     "bare-cheroot": "bare Flask, cheroot 32 thr",
     "mira-gunicorn": "Mira app, gunicorn sync",
     "mira-granian": "Mira app, granian WSGI",
@@ -103,12 +105,17 @@ def report(results: dict[tuple[str, str], list[Round]], names: list[str], args: 
             us = statistics.median(r.us_per_request for r in rounds)
             each = " ".join(f"{r.us_per_request:.0f}" for r in rounds)
             print(f"{LABELS[name]:<28} {endpoint:<20} {rps:>8,.0f} {us:>11.0f}  {each}")
-    if "mira" not in names:
-        return
+    for own in ("mira", "mira-32"):
+        if own in names:
+            ratios_of(results, names, own)
+
+
+def ratios_of(results: dict[tuple[str, str], list[Round]], names: list[str], own: str) -> None:
+    """Mira's (`own`) CPU per request over each peer's, round by round, median."""
     for endpoint in ENDPOINTS:
-        mira = results[("mira", endpoint)]
+        mira = results[(own, endpoint)]
         for peer in names:
-            if peer == "mira":
+            if peer.startswith("mira"):
                 continue
             ratios = [
                 m.us_per_request / p.us_per_request
@@ -116,7 +123,7 @@ def report(results: dict[tuple[str, str], list[Round]], names: list[str], args: 
             ]
             goal = f" (goal <= {GOALS[peer]:.2f})" if peer in GOALS else ""
             print(
-                f"Mira / {LABELS[peer]:<27} {endpoint:<20} CPU per request "
+                f"{LABELS[own]} / {LABELS[peer]:<27} {endpoint:<20} CPU per request "
                 f"{statistics.median(ratios):.2f}x{goal}"
             )
 
