@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,34 @@ def test_n_workers_serve_one_address_and_every_request_line_names_its_worker(
     assert {x["config_generation"] for x in lines} == {1}
     processing = svc.find("Processing message")  # every line of the request, not only one
     assert processing and all("worker" in x and "config_generation" in x for x in processing)
+
+
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(
+    tmp_path: Path, services: list[ServiceProcess]
+) -> None:
+    """32 connections opened at once, as a client's connection pool does, each then sending
+    one request: every worker gets a share (each has a socket of its own on the address; with
+    one shared socket the first worker awake took 26 or all 32 of them)."""
+    svc = start(services, tmp_path, 2)
+    path = "/openapi.json"  # its access line is at INFO (the probes' are at DEBUG)
+    since = len(served(svc, path))
+    conns = [socket.create_connection(("127.0.0.1", svc.port), timeout=10) for _ in range(32)]
+    try:
+        for conn in conns:  # all are open before the first request goes
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in conns:
+            conn.close()
+    lines = wait_until(
+        lambda: served(svc, path)[since:] if len(served(svc, path)) >= since + 32 else None,
+        DEADLINE,
+        message="32 access lines",
+    )
+    shares = Counter(x["worker"] for x in lines)
+    # by a hash of each client port: fewer than 4 of 32 on one of two has odds of ~1e-6
+    assert min(shares[0], shares[1]) >= 4, shares
 
 
 @pytest.mark.parametrize("workers", [2, 4])

@@ -1,7 +1,8 @@
-"""N worker processes on one listening socket, driven by the supervisor (the `Server` port).
+"""N worker processes on one listening address, driven by the supervisor (the `Server` port).
 
-The supervisor binds the socket and starts each worker as a fresh interpreter
-(`python -m mira.entrypoints.worker`) that inherits the socket and one end of a control
+The supervisor binds one socket per worker on that address (SO_REUSEPORT: the kernel spreads
+new connections over them) and starts each worker as a fresh interpreter
+(`python -m mira.entrypoints.worker`) that inherits its socket and one end of a control
 socketpair. Workers serve HTTP only; what they serve from is the snapshot committed to them
 here (prepare on every worker, then commit on every worker, or abort on every worker).
 """
@@ -64,7 +65,11 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # rollouts and respawns, one at a time
         self._committed: Snapshot | None = None
-        self._listener: socket.socket | None = None
+        #: one listening socket per worker index (SO_REUSEPORT), kept here across respawns:
+        #: connections queued on a dead worker's socket wait for its replacement; None while
+        #: a replacement fails, so that new connections go to the other workers
+        self._listeners: list[socket.socket | None] = []
+        self._address: tuple[str, int] = (host, port)
         self._stopping = threading.Event()
         self._closing = False
         self._draining = False
@@ -77,18 +82,20 @@ class WorkerPool:
 
     # -- Server port -----------------------------------------------------------------------
     def bind(self) -> tuple[str, int]:
-        sock = listening.listen(self._host, self._port, self._backlog)
-        sock.set_inheritable(True)
-        self._listener = sock
+        group = listening.listen_group(self._host, self._port, self._backlog, self.count)
+        for sock in group:
+            sock.set_inheritable(True)
+        self._listeners = list(group)
+        host, port = group[0].getsockname()[:2]
+        self._address = (str(host), int(port))
         self._committed = self._snapshot()
         self._committed_id = next(self._ids)
         self._publish(self._committed_id)
         with self._lock:
             for index in range(self.count):
                 self._spawn(index)
-        host, port = sock.getsockname()[:2]
         log.info("workers_started", workers=self.count, host=host, port=port)
-        return str(host), int(port)
+        return self._address
 
     def serve_forever(self) -> None:
         """Watch the workers: replace one that died or stopped answering; tick the others."""
@@ -104,18 +111,20 @@ class WorkerPool:
             worker.tell({"op": "drain"})
 
     def close_listener(self) -> None:
-        """New connections refused (not reset); every worker serves what is queued, then
-        closes its copy of the socket; the supervisor's copy closes last."""
+        """New connections refused (not reset); every worker serves what is queued on its
+        socket, then closes its copy; the supervisor's copies close last."""
         self._closing = True
-        listener = self._listener
-        if listener is None:
+        listeners = [sock for sock in self._listeners if sock is not None]
+        self._listeners = []
+        if not listeners:
             return
-        listening.refuse_new_handshakes(listener)
+        for listener in listeners:
+            listening.refuse_new_handshakes(listener)
         replies = [w.ask({"op": "close"}) for w in self._live()]
         for reply in replies:
             WorkerLink.wait(reply, PREPARE_TIMEOUT)
-        listener.close()
-        self._listener = None
+        for listener in listeners:
+            listener.close()
 
     def wait_drained(self, timeout: float) -> int:
         """In-flight requests in every worker, then idle keep-alive connections (as one
@@ -162,9 +171,10 @@ class WorkerPool:
                 worker.proc.kill()
                 worker.proc.wait(5)
             worker.channel.close()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        for listener in self._listeners:
+            if listener is not None:
+                listener.close()
+        self._listeners = []
         with contextlib.suppress(OSError, ValueError):
             self._switch.close()
             os.close(self._switch_fd)
@@ -230,11 +240,16 @@ class WorkerPool:
 
     # -- workers ---------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
-        assert self._listener is not None and self._committed is not None
+        assert self._listeners and self._committed is not None
         parent, child = socket.socketpair()
         child.set_inheritable(True)
         os.set_inheritable(self._switch_fd, True)
-        fds = (self._listener.fileno(), child.fileno(), self._switch_fd)
+        sock = self._listeners[index]
+        if sock is None:  # the last replacement failed and its socket was closed
+            sock = listening.join_group(*self._address, self._backlog)
+            sock.set_inheritable(True)
+            self._listeners[index] = sock
+        fds = (sock.fileno(), child.fileno(), self._switch_fd)
         proc = subprocess.Popen(
             [sys.executable, "-m", "mira.entrypoints.worker", str(index), *map(str, fds)],
             pass_fds=fds,
@@ -286,6 +301,15 @@ class WorkerPool:
                 self._spawn(worker.index)
             except OSError:
                 log.exception("Worker replacement failed; trying again", worker=worker.index)
+                self._drop_listener(worker.index)
+
+    def _drop_listener(self, index: int) -> None:
+        """Close a worker's socket while it has no worker: the kernel then spreads new
+        connections over the others' (those queued on it are reset: nothing would serve them)."""
+        sock = self._listeners[index] if index < len(self._listeners) else None
+        if sock is not None:
+            self._listeners[index] = None
+            sock.close()
 
     def _live(self) -> list[WorkerLink]:
         return [w for w in self._workers.values() if not w.gone]
