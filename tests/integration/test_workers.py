@@ -280,6 +280,76 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_serving(
     every_worker_serves(svc, 2, since=len(served(svc)))  # index 1 again, on its new process
 
 
+FAILING_START = """
+import os, sys
+flag = os.environ.get("MIRA_TEST_WORKER_START_FAILS", "")
+if flag and os.path.exists(flag) and "mira.entrypoints.worker" in sys.orig_argv:
+    sys.exit(3)
+"""
+
+
+def fetch_on_fresh_connections(svc: ServiceProcess, count: int) -> list[str]:
+    """`count` connections opened at once, one request each; what each got (or its error)."""
+    outcomes = []
+    conns = [socket.create_connection(("127.0.0.1", svc.port), timeout=5) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        for conn in conns:
+            try:
+                outcomes.append(conn.recv(64).split(b"\r\n", 1)[0].decode())
+            except OSError as exc:  # a reset, or nothing within the timeout
+                outcomes.append(type(exc).__name__)
+    finally:
+        for conn in conns:
+            conn.close()
+    return outcomes
+
+
+def test_while_a_worker_cannot_be_replaced_the_others_take_every_new_connection(
+    tmp_path: Path, services: list[ServiceProcess]
+) -> None:
+    """Worker 1 is killed and its replacements exit at start (a real interpreter stopped by a
+    sitecustomize while a flag file exists): new connections all reach worker 0, none waits on
+    the dead worker's socket or is reset; once starts work again, index 1 serves again."""
+    site, flag = tmp_path / "site", tmp_path / "fail-starts"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(FAILING_START)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "MIRA_TEST_WORKER_START_FAILS": str(flag)}
+    config = base_config(0)
+    config["server"] = {"host": "127.0.0.1", "workers": 2}
+    svc = ServiceProcess(tmp_path, config, env=env)
+    services.append(svc)
+    svc.start()
+    wait_until(lambda: len(svc.find("worker_started")) == 2, DEADLINE, message="2 workers")
+    victim = next(x["pid"] for x in svc.find("worker_started") if x["worker"] == 1)
+    flag.write_text("")
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: len(svc.find("Worker replacement failed; trying again")) >= 2,
+        DEADLINE,
+        message="two failed replacements",
+    )
+    since = len(served(svc, "/openapi.json"))
+    for _ in range(3):  # across several more failed attempts
+        assert fetch_on_fresh_connections(svc, 16) == ["HTTP/1.1 200 OK"] * 16
+    lines = wait_until(
+        lambda: (
+            served(svc, "/openapi.json")[since:]
+            if len(served(svc, "/openapi.json")) >= since + 48
+            else None
+        ),
+        DEADLINE,
+        message="48 access lines",
+    )
+    assert {x["worker"] for x in lines} == {0}
+    flag.unlink()
+    wait_until(lambda: len(svc.find("worker_started")) == 3, DEADLINE, message="a replacement")
+    svc.worker_pids = worker_pids(svc)  # type: ignore[attr-defined]
+    every_worker_serves(svc, 2, since=len(served(svc)))
+
+
 def test_a_hung_worker_is_replaced_after_worker_timeout(
     tmp_path: Path, services: list[ServiceProcess]
 ) -> None:

@@ -62,10 +62,22 @@ def listen_group(host: str, port: int, backlog: int, count: int) -> list[socket.
     return sockets
 
 
-def join_group(host: str, port: int, backlog: int) -> socket.socket:
-    """One more SO_REUSEPORT listening socket on the group's address."""
+def join_group(host: str, port: int, backlog: int, listening: bool = True) -> socket.socket:
+    """One more SO_REUSEPORT socket on the group's address. Not `listening`: bound only, so
+    the kernel gives it no connections until its engine listens (granian does when it starts
+    serving), and closing it resets nothing."""
     try:
-        return socket.create_server((host, port), backlog=backlog, reuse_port=True)
+        if listening:
+            return socket.create_server((host, port), backlog=backlog, reuse_port=True)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
     except OSError as exc:
         where = f"{host}:{port}"
         if exc.errno == errno.EADDRINUSE:

@@ -246,7 +246,8 @@ class WorkerPool:
         os.set_inheritable(self._switch_fd, True)
         sock = self._listeners[index]
         if sock is None:  # the last replacement failed and its socket was closed
-            sock = listening.join_group(*self._address, self._backlog)
+            # bound, not listening: it takes connections once the worker serves on it
+            sock = listening.join_group(*self._address, self._backlog, listening=False)
             sock.set_inheritable(True)
             self._listeners[index] = sock
         fds = (sock.fileno(), child.fileno(), self._switch_fd)
@@ -305,7 +306,8 @@ class WorkerPool:
 
     def _drop_listener(self, index: int) -> None:
         """Close a worker's socket while it has no worker: the kernel then spreads new
-        connections over the others' (those queued on it are reset: nothing would serve them)."""
+        connections over the others' (those queued on it are reset: nothing would serve them).
+        The next attempt binds a fresh socket that takes connections only once it serves."""
         sock = self._listeners[index] if index < len(self._listeners) else None
         if sock is not None:
             self._listeners[index] = None
