@@ -7,6 +7,7 @@ lifecycle's steps are called in the order the runtime calls them.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -269,6 +270,20 @@ def test_app_errors_become_500_and_the_server_keeps_serving() -> None:
             assert get(address, "/boom").status == 500
         assert get(address, "/").status == 200
         assert server.in_flight == 0
+
+
+def test_an_app_failure_the_engine_catches_is_mira_s_json_500_with_the_request_id() -> None:
+    with running_server() as server:
+        conn = http.client.HTTPConnection(*address_of(server), timeout=10)
+        try:
+            conn.request("GET", "/boom", headers={"X-Request-ID": "boom-1"})
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+        finally:
+            conn.close()
+    assert resp.status == 500 and resp.getheader("X-Request-ID") == "boom-1"
+    assert resp.getheader("Content-Type") == "application/json"
+    assert body == {"status": "error", "error": "internal server error", "correlation_id": "boom-1"}
 
 
 def test_the_engine_does_not_hand_the_process_environment_to_the_app(

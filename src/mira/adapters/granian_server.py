@@ -38,6 +38,7 @@ from mira.adapters import listener as listening
 from mira.adapters.body_deadline import BodyDeadlines
 from mira.adapters.listener import PortInUseError
 from mira.adapters.request_limits import RequestRejected, read_body
+from mira.adapters.web_json import error_payload
 from mira.adapters.wsgi_context import pick_request_id
 
 __all__ = ["GRANIAN_PRIVATE", "GranianServer", "PortInUseError"]
@@ -304,10 +305,15 @@ class GranianServer:
                             close()
                 finally:
                     self._turns.put(None)
-            except Exception:
-                log.exception("Unhandled error while handling request")
-                response.status, response.headers = 500, [("Content-Type", "application/json")]
-                body = orjson.dumps({"status": "error", "message": "internal server error"})
+            except Exception:  # the app's own handlers failed: Mira's JSON 500 all the same
+                request_id = str(environ.get("mira.request_id") or pick_request_id(environ))
+                log.exception("Unhandled error while handling request", correlation_id=request_id)
+                response.status = 500
+                response.headers = [
+                    ("Content-Type", "application/json"),
+                    ("X-Request-ID", request_id),
+                ]
+                body = orjson.dumps(error_payload("internal server error", request_id))
             headers = response.headers
             if self._draining:
                 headers = [*headers, _CLOSE]
