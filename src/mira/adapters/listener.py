@@ -28,15 +28,18 @@ class PortInUseError(OSError):
 
 def listen(host: str, port: int, backlog: int) -> socket.socket:
     """A listening TCP socket, or an OSError that names the address and what went wrong."""
-    where = f"{host}:{port}"
     try:
         return socket.create_server((host, port), backlog=backlog)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError(
-                exc.errno, f"cannot listen on {where}: address already in use"
-            ) from None
-        raise OSError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        raise _named(exc, host, port) from None
+
+
+def _named(exc: OSError, host: str, port: int) -> OSError:
+    """The bind's failure, naming the address (PortInUseError when it is taken)."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUseError(exc.errno, f"cannot listen on {where}: address already in use")
+    return OSError(f"cannot listen on {where}: {exc.strerror or exc}")
 
 
 def listen_group(host: str, port: int, backlog: int, count: int) -> list[socket.socket]:
@@ -79,12 +82,7 @@ def join_group(host: str, port: int, backlog: int, listening: bool = True) -> so
             raise
         return sock
     except OSError as exc:
-        where = f"{host}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError(
-                exc.errno, f"cannot listen on {where}: address already in use"
-            ) from None
-        raise OSError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        raise _named(exc, host, port) from None
 
 
 #: A classic BPF program for the listening socket: drop a packet with SYN and without ACK (a new
