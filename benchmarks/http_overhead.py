@@ -35,6 +35,8 @@ LABELS = {
     "mira-granian": "Mira app, granian WSGI",
 }
 GOALS = {"bare-gunicorn": 1.0, "bare-granian": 1.15}
+#: the shipped service, as started by users (with its defaults, and with max_threads 32)
+SERVICES = ("mira", "mira-32")
 
 
 def start(names: list[str], workers: int, tmp: Path) -> dict[str, Server]:
@@ -105,7 +107,7 @@ def report(results: dict[tuple[str, str], list[Round]], names: list[str], args: 
             us = statistics.median(r.us_per_request for r in rounds)
             each = " ".join(f"{r.us_per_request:.0f}" for r in rounds)
             print(f"{LABELS[name]:<28} {endpoint:<20} {rps:>8,.0f} {us:>11.0f}  {each}")
-    for own in ("mira", "mira-32"):
+    for own in SERVICES:
         if own in names:
             ratios_of(results, names, own)
 
@@ -115,7 +117,7 @@ def ratios_of(results: dict[tuple[str, str], list[Round]], names: list[str], own
     for endpoint in ENDPOINTS:
         mira = results[(own, endpoint)]
         for peer in names:
-            if peer.startswith("mira"):
+            if peer in SERVICES:  # Mira's app on another engine is a peer too
                 continue
             ratios = [
                 m.us_per_request / p.us_per_request
