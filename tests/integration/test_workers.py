@@ -99,6 +99,36 @@ def test_n_workers_serve_one_address_and_every_request_line_names_its_worker(
     assert processing and all("worker" in x and "config_generation" in x for x in processing)
 
 
+def fetch_on_fresh_connections(svc: ServiceProcess, count: int) -> list[str]:
+    """`count` connections opened at once, one request each; what each got (or its error).
+    /openapi.json, since its access line is at INFO (the probes' are at DEBUG)."""
+    outcomes = []
+    conns = [socket.create_connection(("127.0.0.1", svc.port), timeout=5) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        for conn in conns:
+            try:
+                outcomes.append(conn.recv(64).split(b"\r\n", 1)[0].decode())
+            except OSError as exc:  # a reset, or nothing within the timeout
+                outcomes.append(type(exc).__name__)
+    finally:
+        for conn in conns:
+            conn.close()
+    return outcomes
+
+
+def access_lines(svc: ServiceProcess, path: str, since: int, count: int) -> list[dict[str, Any]]:
+    """The `count` access lines for `path` from line `since` on, once all are written."""
+
+    def written() -> list[dict[str, Any]] | None:
+        lines = served(svc, path)[since:]
+        return lines if len(lines) >= count else None
+
+    result: list[dict[str, Any]] = wait_until(written, DEADLINE, message=f"{count} access lines")
+    return result
+
+
 def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(
     tmp_path: Path, services: list[ServiceProcess]
 ) -> None:
@@ -106,22 +136,9 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(
     one request: every worker gets a share (each has a socket of its own on the address; with
     one shared socket the first worker awake took 26 or all 32 of them)."""
     svc = start(services, tmp_path, 2)
-    path = "/openapi.json"  # its access line is at INFO (the probes' are at DEBUG)
-    since = len(served(svc, path))
-    conns = [socket.create_connection(("127.0.0.1", svc.port), timeout=10) for _ in range(32)]
-    try:
-        for conn in conns:  # all are open before the first request goes
-            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-        for conn in conns:
-            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
-    finally:
-        for conn in conns:
-            conn.close()
-    lines = wait_until(
-        lambda: served(svc, path)[since:] if len(served(svc, path)) >= since + 32 else None,
-        DEADLINE,
-        message="32 access lines",
-    )
+    since = len(served(svc, "/openapi.json"))
+    assert fetch_on_fresh_connections(svc, 32) == ["HTTP/1.1 200 OK"] * 32
+    lines = access_lines(svc, "/openapi.json", since, 32)
     shares = Counter(x["worker"] for x in lines)
     # by a hash of each client port: fewer than 4 of 32 on one of two has odds of ~1e-6
     assert min(shares[0], shares[1]) >= 4, shares
@@ -288,24 +305,6 @@ if flag and os.path.exists(flag) and "mira.entrypoints.worker" in sys.orig_argv:
 """
 
 
-def fetch_on_fresh_connections(svc: ServiceProcess, count: int) -> list[str]:
-    """`count` connections opened at once, one request each; what each got (or its error)."""
-    outcomes = []
-    conns = [socket.create_connection(("127.0.0.1", svc.port), timeout=5) for _ in range(count)]
-    try:
-        for conn in conns:
-            conn.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        for conn in conns:
-            try:
-                outcomes.append(conn.recv(64).split(b"\r\n", 1)[0].decode())
-            except OSError as exc:  # a reset, or nothing within the timeout
-                outcomes.append(type(exc).__name__)
-    finally:
-        for conn in conns:
-            conn.close()
-    return outcomes
-
-
 def test_while_a_worker_cannot_be_replaced_the_others_take_every_new_connection(
     tmp_path: Path, services: list[ServiceProcess]
 ) -> None:
@@ -334,15 +333,7 @@ def test_while_a_worker_cannot_be_replaced_the_others_take_every_new_connection(
     since = len(served(svc, "/openapi.json"))
     for _ in range(3):  # across several more failed attempts
         assert fetch_on_fresh_connections(svc, 16) == ["HTTP/1.1 200 OK"] * 16
-    lines = wait_until(
-        lambda: (
-            served(svc, "/openapi.json")[since:]
-            if len(served(svc, "/openapi.json")) >= since + 48
-            else None
-        ),
-        DEADLINE,
-        message="48 access lines",
-    )
+    lines = access_lines(svc, "/openapi.json", since, 48)
     assert {x["worker"] for x in lines} == {0}
     flag.unlink()
     wait_until(lambda: len(svc.find("worker_started")) == 3, DEADLINE, message="a replacement")
