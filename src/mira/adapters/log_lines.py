@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import sys
 import time
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -103,6 +104,8 @@ class MiraLogger(structlog.BoundLoggerBase):
         pipeline = self._logger.pipeline
         if level < pipeline.threshold and not (pipeline.lifecycle and kw.get(LIFECYCLE)):
             return None
+        if pipeline.write_direct(self, level, method, event, kw):
+            return None
         return self._proxy_to_logger(method, event, **kw)
 
     def debug(self, event: str | None = None, **kw: Any) -> Any:
@@ -136,15 +139,21 @@ def callsite_fields(logger: WrappedLogger, method: str, event_dict: EventDict) -
     event_dict["level"] = "ERROR" if method == "exception" else method.upper()
     event_dict.setdefault("logger", getattr(logger, "name", "mira"))
     if "module" not in event_dict:
-        frame = sys._getframe(4)
-        while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
-            _SKIP_FRAMES
-        ):
-            frame = frame.f_back
-        event_dict["module"] = frame.f_globals.get("__name__", "?").rpartition(".")[2]
-        event_dict["function"] = frame.f_code.co_name
-        event_dict["line"] = frame.f_lineno
+        module, function, line = caller(sys._getframe(4))
+        event_dict["module"], event_dict["function"], event_dict["line"] = module, function, line
     return event_dict
+
+
+def caller(frame: FrameType) -> tuple[str, str, int]:
+    """(module, function, line) of the first frame from `frame` outwards that is not logging's
+    own (structlog, stdlib logging, Mira's pipeline)."""
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(_SKIP_FRAMES):
+        frame = frame.f_back
+    return (
+        frame.f_globals.get("__name__", "?").rpartition(".")[2],
+        frame.f_code.co_name,
+        frame.f_lineno,
+    )
 
 
 CONSOLE = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from mira.adapters.log_lines import (
     MiraLogger,
     NamedSink,
     StdlibBridge,
+    caller,
     callsite_fields,
     get_logger,
     timestamp,
@@ -142,10 +144,47 @@ class LogPipeline:
             **self.fields,
             **fields,
         }
-        self.emit(
-            orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE),
-            urgent=levelno >= 30,
-        )
+        self._emit_json(line, urgent=levelno >= 30)
+
+    def write_direct(
+        self, logger: MiraLogger, levelno: int, method: str, event: str | None, kw: dict[str, Any]
+    ) -> bool:
+        """The JSON line the processor chain would write, built in one step (a third of the
+        chain's cost); False, and nothing written, unless `logger` runs Mira's own chain
+        untouched. A chain changed in place (structlog.testing.capture_logs), console output
+        or an exception to format take the chain."""
+        if not self.json or logger._processors is not _CHAIN or _CHAIN != _PROCESSORS:
+            return False
+        context = logger._context
+        fields = {**context, **kw} if context else kw
+        if "exc_info" in fields:
+            return False
+        for key, value in structlog.contextvars.get_contextvars().items():  # merge_contextvars
+            fields.setdefault(key, value)
+        fields.setdefault("correlation_id", self.default_correlation_id)  # _defaults
+        for key, value in self.fields.items():
+            fields.setdefault(key, value)
+        for key in ("timestamp", "level", "message"):  # the chain sets them, whatever was given
+            fields.pop(key, None)
+        head = {  # callsite_fields, then _render's order
+            "timestamp": timestamp(),
+            "level": "ERROR" if method == "exception" else method.upper(),
+            "logger": fields.pop("logger", logger._logger.name),
+            "message": event,
+            "correlation_id": fields.pop("correlation_id"),
+        }
+        if "module" in fields:
+            for key in ("module", "function", "line"):
+                if key in fields:
+                    head[key] = fields.pop(key)
+        else:
+            head["module"], head["function"], head["line"] = caller(sys._getframe(1))
+        head.update(fields)
+        self._emit_json(head, urgent=method not in _QUEUED_METHODS)
+        return True
+
+    def _emit_json(self, line: dict[str, Any], urgent: bool) -> None:
+        self.emit(orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE), urgent)
 
     def current_correlation_id(self) -> str:
         value = structlog.contextvars.get_contextvars().get("correlation_id")
@@ -187,6 +226,8 @@ _PROCESSORS: list[Any] = [
     _render,
 ]
 _CHAIN: list[Any] = list(_PROCESSORS)
+#: the methods whose lines NamedSink queues (the others are written at once)
+_QUEUED_METHODS = frozenset({"debug", "info", "msg", "log"})
 
 
 __all__ = ["LogPipeline", "get_logger"]
