@@ -38,6 +38,8 @@ def test_json_with_a_utf8_charset_is_fine() -> None:
     [
         (_nest(1000).encode(), 400, f"nested more than {MAX_DEPTH} deep"),
         (_nest(MAX_DEPTH + 1).encode(), 400, "nested"),
+        (('{"a":' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1)).encode(), 400, "nested"),
+        (('[{"a":' * 17 + "[]" + "}]" * 17).encode(), 400, "nested"),  # 35 deep
         (b"1" + b"0" * 5000, 400, "malformed JSON at line 1, column 1"),
         (b"NaN", 400, "malformed JSON"),
         (b'"\\ud800"', 400, "malformed JSON"),
@@ -54,6 +56,8 @@ def test_bad_bodies_are_named(raw: bytes, status: int, text: str) -> None:
 
 def test_nesting_up_to_the_bound_and_a_bom_are_accepted() -> None:
     assert json_body.parse(_nest(MAX_DEPTH).encode()) is not None
+    wide = json.dumps({"rows": [[{"a": [1]}] for _ in range(100)], "text": "[{" * 100})
+    assert json_body.parse(wide.encode())["text"] == "[{" * 100  # many containers, 5 deep
     assert json_body.parse(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
 
 
