@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from dependency_injector import providers
 
 from mira.app import MiraApplication
@@ -86,3 +87,29 @@ def test_a_raising_handler_gets_500_with_the_id_and_the_service_keeps_serving(
     logged = [x for x in lines if x["correlation_id"] == "boom-1" and "exception" in x]
     assert logged and "handler exploded" in logged[0]["exception"]
     assert http("GET", url(app, "/health"))[0] == 200
+
+
+def test_a_request_through_the_test_client_keeps_the_caller_s_log_context(
+    app: MiraApplication, tmp_path: Path
+) -> None:
+    """A test binds its own structlog context and calls Mira's Flask app in its own thread:
+    the request's lines carry the request's id and the test's fields, and afterwards the
+    test's context is as it was (what the request bound ends with it)."""
+    structlog.contextvars.bind_contextvars(test_case="ctx-1", correlation_id="outer")
+    try:
+        client = app.container.web_app().test_client()
+        answer = client.post(
+            "/api/v1/messages",
+            json={"type": "echo", "data": {}},
+            headers={"X-Request-ID": "inner-1"},
+        )
+        assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "inner-1"
+        after = structlog.contextvars.get_contextvars()
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert after == {"test_case": "ctx-1", "correlation_id": "outer"}
+    app.container.logging().flush()
+    lines = [json.loads(x) for x in (tmp_path / "app.log").read_text().splitlines()]
+    ours = {x["message"]: x for x in lines if x["correlation_id"] == "inner-1"}
+    assert set(ours) == {"Processing message", "Request handled"}
+    assert ours["Processing message"]["test_case"] == "ctx-1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +18,6 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _HEX = frozenset("0123456789abcdef")
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
-_clear = structlog.contextvars.clear_contextvars
 _bind = structlog.contextvars.bind_contextvars
 #: write_line(logger, level, message, (module, function, line), fields, correlation_id)
 AccessLog = Callable[[str, str, str, tuple[str, str, int], dict[str, Any], str | None], None]
@@ -60,9 +60,13 @@ class RequestContext:
         self.request_fields = request_fields
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        # In a copy of the caller's context: what the request binds (its correlation id, the
+        # snapshot it pinned) ends with it, on a reused thread too, and the caller's stays.
+        return contextvars.copy_context().run(self._handle, environ, start_response)
+
+    def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request_id = environ.get("mira.request_id") or pick_request_id(environ)
         environ["mira.request_id"] = request_id
-        _clear()
         extra = self.request_fields() if self.request_fields is not None else {}
         _bind(correlation_id=request_id, **extra)
         # from when the engine started reading the body, if it read it before the app
@@ -88,7 +92,7 @@ class RequestContext:
                 "mira.http",
                 "debug" if path in QUIET_PATHS and status < 400 else "info",
                 "Request handled",
-                ("wsgi_context", "__call__", sys._getframe().f_lineno),
+                ("wsgi_context", "_handle", sys._getframe().f_lineno),
                 {
                     **extra,
                     "method": method,
@@ -99,4 +103,3 @@ class RequestContext:
                 },
                 request_id,
             )
-            _clear()
