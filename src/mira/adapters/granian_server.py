@@ -143,6 +143,7 @@ class GranianServer:
         self._in_flight = 0
         self._draining = False
         self._signal: Any = None
+        self._signal_ready = threading.Event()  # serve_forever has set up the engine's stop
         self._closed = False
         self._finished = threading.Event()
         self._bound: tuple[str, int] | None = None
@@ -197,6 +198,7 @@ class GranianServer:
             if self._closed:
                 return
             self._signal = core.WorkerSignal()
+            self._signal_ready.set()
         self._signal.add_cb(self._finished.set)  # granian calls it after its last connection
         self._deadlines.start(int(self._sock.getsockname()[1]))
         holder = core.SocketHolder(os.dup(self._sock.fileno()), False, self._backlog)
@@ -237,6 +239,11 @@ class GranianServer:
     def close_listener(self) -> None:
         """Later connects are refused; queued ones are accepted and served; then granian
         stops accepting and closes every connection as soon as its request is done."""
+        sock = self._sock
+        if sock is not None and not self._signal_ready.is_set() and listening.queued(sock):
+            # serve_forever is starting on its thread (a stop signal right after start-up):
+            # what is queued is served if it starts in time, not reset by the close
+            self._signal_ready.wait(BACKLOG_TIMEOUT)
         with self._lock:
             if self._closed:
                 return
