@@ -122,9 +122,9 @@ def _client(address: tuple[str, int], stop: threading.Event, counts: Tally) -> N
 
 @contextmanager
 def running_server(
-    threads: int = 8, serve: bool = True, max_threads: int | None = None
+    threads: int = 8, serve: bool = True, max_threads: int | None = None, host: str = HOST
 ) -> Iterator[GranianServer]:
-    server = GranianServer(slow_app, host=HOST, port=0, threads=threads, max_threads=max_threads)
+    server = GranianServer(slow_app, host=host, port=0, threads=threads, max_threads=max_threads)
     server.bind()
     loop = threading.Thread(target=server.serve_forever, name="test-serve", daemon=True)
     if serve:
@@ -177,10 +177,15 @@ def test_requests_beyond_the_threads_wait_and_are_served_after_the_listener_clos
         assert [f.result(timeout=5).status for f in replies] == [200] * 12
 
 
-def test_connections_waiting_in_the_listen_backlog_are_served_not_reset() -> None:
+@pytest.mark.parametrize("host", [HOST, "::1"])
+def test_connections_waiting_in_the_listen_backlog_are_served_not_reset(host: str) -> None:
     # Without a serve loop nothing accepts, so the handshakes wait in the kernel's backlog;
-    # the engine starts once they are there, and the listener closes straight away.
-    with running_server(threads=4, serve=False) as server, ThreadPoolExecutor(6) as pool:
+    # the engine starts once they are there, and the listener closes straight away. Over
+    # IPv6 too: the filter that drops new SYNs reads the TCP header there as well.
+    with (
+        running_server(threads=4, serve=False, host=host) as server,
+        ThreadPoolExecutor(6) as pool,
+    ):
         address = address_of(server)
         replies = fire(pool, address, "/slow?ms=100", 6)
         sock = server._sock
@@ -212,14 +217,18 @@ def test_drain_deadline_reports_the_abandoned_request_and_stop_is_bounded() -> N
         assert slow.result(timeout=10).status == 200  # granian still finishes it
 
 
-def _drain_under_load(clients: int = 12) -> Counter[str]:
+def _drain_under_load(clients: int = 12, host: str = HOST) -> Counter[str]:
     counts = Tally()
     stop = threading.Event()
-    with running_server(threads=8) as server:
-        address = address_of(server)
+    with running_server(threads=8, host=host) as server:
+        port = address_of(server)[1]
+        # on "::", every other client comes over IPv4: a dual-stack listener takes both
+        addresses = [("::1", port), ("127.0.0.1", port)] if host == "::" else [(host, port)]
         workers = [
-            threading.Thread(target=_client, args=(address, stop, counts), daemon=True)
-            for _ in range(clients)
+            threading.Thread(
+                target=_client, args=(addresses[i % len(addresses)], stop, counts), daemon=True
+            )
+            for i in range(clients)
         ]
         for worker in workers:
             worker.start()
@@ -250,6 +259,15 @@ def test_no_accepted_request_fails_while_draining_under_load() -> None:
         assert failures == {}, f"round {round_no}: {dict(counts)}"
         totals.update(counts)
     assert totals["ok"] >= 1000 and totals["refused"] >= 200
+
+
+def test_a_dual_stack_listener_drains_ipv4_and_ipv6_clients_alike() -> None:
+    """host "::" takes IPv4 and IPv6 connections on one socket, and its drain drops none."""
+    for round_no in range(3):
+        counts = _drain_under_load(host="::")
+        failures = {k: v for k, v in counts.items() if k not in {"ok", "refused"}}
+        assert failures == {}, f"round {round_no}: {dict(counts)}"
+        assert counts["ok"] >= 100 and counts["refused"] >= 20
 
 
 def test_bind_on_a_port_in_use_names_the_address() -> None:

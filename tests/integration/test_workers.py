@@ -144,6 +144,25 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(
     assert min(shares[0], shares[1]) >= 4, shares
 
 
+def test_on_the_ipv6_wildcard_every_worker_takes_ipv6_and_ipv4_clients(
+    tmp_path: Path, services: list[ServiceProcess]
+) -> None:
+    """server.host "::" (an IPv6 or dual-stack cluster): each worker's socket takes IPv6 and
+    IPv4 connections alike, and SIGTERM drains and closes the address for both."""
+    svc = start(services, tmp_path, 2, server={"host": "::"})
+    since = len(served(svc, "/openapi.json"))
+    for host in ("[::1]", "127.0.0.1") * 4:
+        status, headers, _ = http("GET", f"http://{host}:{svc.port}/openapi.json")
+        assert status == 200 and headers["X-Request-ID"]
+    lines = access_lines(svc, "/openapi.json", since, 8)
+    assert {x["worker"] for x in lines} <= {0, 1}
+    svc.signal(signal.SIGTERM)
+    assert svc.wait_exit(DEADLINE) == 0
+    for family, address in ((socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")):
+        with socket.socket(family) as probe, pytest.raises(ConnectionRefusedError):
+            probe.connect((address, svc.port))
+
+
 @pytest.mark.parametrize("workers", [2, 4])
 def test_a_reload_reaches_every_worker_and_no_worker_serves_the_old_one_after_it(
     tmp_path: Path, services: list[ServiceProcess], workers: int

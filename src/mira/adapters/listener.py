@@ -26,17 +26,32 @@ class PortInUseError(OSError):
     """The listen address is already taken by another socket."""
 
 
+def address_family(host: str) -> tuple[socket.AddressFamily, str, bool]:
+    """(family, address, dual-stack) of a listen address: IPv6 for one with a colon ("::",
+    "::1", "[fd00::5]"), where "::" takes IPv4 connections too (as 0.0.0.0 and :: together
+    would) when the kernel allows it; else IPv4 (a hostname resolves to its IPv4 address)."""
+    address = host.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if ":" in address:
+        return socket.AF_INET6, address, address == "::" and socket.has_dualstack_ipv6()
+    return socket.AF_INET, address, False
+
+
 def listen(host: str, port: int, backlog: int) -> socket.socket:
     """A listening TCP socket, or an OSError that names the address and what went wrong."""
+    family, address, dual = address_family(host)
     try:
-        return socket.create_server((host, port), backlog=backlog)
+        return socket.create_server(
+            (address, port), family=family, backlog=backlog, dualstack_ipv6=dual
+        )
     except OSError as exc:
         raise _named(exc, host, port) from None
 
 
 def _named(exc: OSError, host: str, port: int) -> OSError:
     """The bind's failure, naming the address (PortInUseError when it is taken)."""
-    where = f"{host}:{port}"
+    where = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return PortInUseError(exc.errno, f"cannot listen on {where}: address already in use")
     return OSError(f"cannot listen on {where}: {exc.strerror or exc}")
@@ -69,14 +84,23 @@ def join_group(host: str, port: int, backlog: int, listening: bool = True) -> so
     """One more SO_REUSEPORT socket on the group's address. Not `listening`: bound only, so
     the kernel gives it no connections until its engine listens (granian does when it starts
     serving), and closing it resets nothing."""
+    family, address, dual = address_family(host)
     try:
         if listening:
-            return socket.create_server((host, port), backlog=backlog, reuse_port=True)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            return socket.create_server(
+                (address, port),
+                family=family,
+                backlog=backlog,
+                reuse_port=True,
+                dualstack_ipv6=dual,
+            )
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
+            if family == socket.AF_INET6:  # as create_server sets it for the listening ones
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+            sock.bind((address, port))
         except OSError:
             sock.close()
             raise

@@ -254,7 +254,10 @@ class IntegrationsSettings:
 class ServerSettings:
     """HTTP server (changes need a restart)."""
 
-    host: str = setting("0.0.0.0", "Listen address.")
+    host: str = setting(
+        "0.0.0.0",
+        'Listen address: IPv4, or IPv6 ("::" takes IPv4 connections too, as a dual-stack socket).',
+    )
     port: int = setting(5000, "Listen port.", _port)
     threads: int = setting(
         32,
