@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from mira.domain.config.loading import ENV_FALLBACKS, ENV_OVERRIDES
 from mira.domain.config.model import Settings
 from mira.domain.config.schema import iter_keys, to_dict
+from mira.entrypoints.cli import config_reference
 from mira.entrypoints.events_remote import TOKEN_ENV
 from tests.support import ROOT
 
@@ -52,3 +55,13 @@ def test_every_environment_variable_is_documented_and_exists() -> None:
     documented = set(ENV_PATTERN.findall(DOC))
     assert documented - code_env_vars() == set(), "documented variables the code never reads"
     assert code_env_vars() - documented == set(), "variables missing from DEPLOYMENT.md"
+
+
+def test_each_key_s_row_is_what_mira_config_reference_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The table is generated: a setting's meaning changed in the code shows up here."""
+    config_reference()
+    rows = capsys.readouterr().out.splitlines()[2:]
+    section = reference_section().splitlines()
+    assert [row for row in rows if row not in section] == []

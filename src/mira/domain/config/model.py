@@ -256,7 +256,8 @@ class ServerSettings:
 
     host: str = setting(
         "0.0.0.0",
-        'Listen address: IPv4, or IPv6 ("::" takes IPv4 connections too, as a dual-stack socket).',
+        'Listen address: IPv4, or IPv6 ("::" takes IPv4 connections too, as a dual-stack '
+        'socket; "::1" or "[fd00::5]" take IPv6 only).',
     )
     port: int = setting(5000, "Listen port.", _port)
     threads: int = setting(
