@@ -11,7 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,24 +257,57 @@ def fill(directory: Path) -> None:
         os.close(fd)
 
 
+def reload_until(
+    svc: ServiceProcess, journal: Path, marker: int, done: Callable[[], bool], every: float = 0.0
+) -> int:
+    """Reload to new versions (each one an event to journal), one at most every `every`
+    seconds, until `done` (within 30 s and 200 reloads); the last marker."""
+    deadline = time.monotonic() + 30
+    for _ in range(200):
+        if done():
+            return marker
+        assert time.monotonic() < deadline, "the journal never changed its status in 30 s"
+        started = time.monotonic()
+        marker += 1
+        reload_to(svc, journal, marker)
+        wait_until(
+            lambda m=marker: json.loads(svc.get("/ready")[2])["config"]["generation"] == m + 1
+        )
+        time.sleep(max(0.0, every - (time.monotonic() - started)))  # pacing the events
+    raise AssertionError("the journal never changed its status in 200 reloads")
+
+
 def test_a_full_disk_keeps_serving_reports_it_and_loses_nothing_written(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "size=1m") as directory:
         journal = directory / "events.db"
         with service(tmp_path, config_with(journal)) as svc:
             written = events(journal)
             fill(directory)
-            marker = 0
-            while journal_status(svc)["status"] == "ok":
-                marker += 1
-                assert marker < 200, "the journal never noticed the full disk"
-                reload_to(svc, journal, marker)
-                wait_until(
-                    lambda m=marker: (
-                        json.loads(svc.get("/ready")[2])["config"]["generation"] == m + 1
-                    )
-                )
+            reload_until(svc, journal, 0, lambda: journal_status(svc)["status"] != "ok")
             status = assert_degraded(svc, journal, "full")
             assert status["position"] > written[-1]["position"]
         (directory / "filler").unlink()
         kept = events(journal)
     assert kept[: len(written)] == written
+
+
+def test_once_the_disk_has_room_again_the_journal_catches_up_with_the_service_up(
+    tmp_path: Path,
+) -> None:
+    """Freed space is found by the next event (RETRY_SECONDS after the last try): the events
+    kept in memory meanwhile are written, in order, and the degradation clears."""
+    with tmpfs(tmp_path / "small", "size=1m") as directory:
+        journal = directory / "events.db"
+        with service(tmp_path, config_with(journal)) as svc:
+            fill(directory)
+            marker = reload_until(svc, journal, 0, lambda: journal_status(svc)["status"] != "ok")
+            assert_degraded(svc, journal, "full")
+            (directory / "filler").unlink()
+            ok = lambda: journal_status(svc)["status"] == "ok"  # noqa: E731
+            reload_until(svc, journal, marker, ok, every=0.5)
+            assert metric(svc, "mira_journal_degraded") == 0.0
+            position = journal_status(svc)["position"]
+            again = [x for x in svc.lines() if x.get("message", "").endswith("is written again")]
+            assert again and again[0]["lost"] == 0 and again[0]["written_from_memory"] >= 1
+        positions = [e["position"] for e in events(journal)]
+    assert positions == list(range(1, position + 1))  # every event, none lost

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from mira.adapters.durable_journal import DurableJournal
+from mira.adapters.durable_journal import RETRY_SECONDS, DurableJournal
 from mira.adapters.sqlite_journal import (
     JournalCorrupt,
     JournalUnavailable,
@@ -163,6 +163,57 @@ def test_a_failing_write_degrades_and_keeps_what_was_written(tmp_path: Path) -> 
     assert logs[0]["first_position_in_memory_only"] == 2
     assert [r.position for r in rows(path)] == [1]
     assert journal.position == 3 and len(journal.read()) == 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_once_the_file_can_be_written_again_the_next_event_writes_what_memory_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.db"
+    clock = Clock()
+    journal = DurableJournal(str(path), now=clock)
+    journal.open()
+    journal.append(ready(1))
+    with sqlite3.connect(path, timeout=0) as other:  # another writer holds the lock
+        other.execute("BEGIN EXCLUSIVE")
+        journal.append(ready(2))
+        clock.now += RETRY_SECONDS  # a try while it is still locked fails quietly
+        with capture_logs() as quiet:
+            journal.append(ready(3))
+        other.rollback()
+    assert quiet == [] and journal.degraded
+    journal.append(ready(4))  # too soon after the last try: memory only
+    assert [r.position for r in rows(path)] == [1]
+    clock.now += RETRY_SECONDS
+    with capture_logs() as logs:
+        journal.append(ready(5))
+    assert not journal.degraded and journal.status()["status"] == "ok"
+    assert [r.position for r in rows(path)] == [1, 2, 3, 4, 5]
+    assert [r.correlation_id for r in rows(path)] == ["c1", "c2", "c3", "c4", "c5"]
+    assert logs[0]["event"] == f"Event journal {path} is written again"
+    assert logs[0]["written_from_memory"] == 3 and logs[0]["lost"] == 0
+
+
+def test_events_memory_could_not_keep_are_counted_as_lost(tmp_path: Path) -> None:
+    directory = tmp_path / "later"
+    clock = Clock()
+    journal = DurableJournal(str(directory / "j.db"), memory_max=2, now=clock)
+    journal.open()  # the directory is not there yet (a volume mounted late)
+    for n in range(1, 5):
+        journal.append(ready(n))
+    directory.mkdir()
+    clock.now += RETRY_SECONDS
+    with capture_logs() as logs:
+        journal.append(ready(5))
+    assert [r.position for r in rows(directory / "j.db")] == [4, 5]
+    assert logs[0]["written_from_memory"] == 1 and logs[0]["lost"] == 3
 
 
 def test_reading_a_missing_or_garbage_file_names_it(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 When the file cannot be written (a read-only or missing directory, a full disk, a lock), the
 journal says so once (a WARNING naming the path and the reason), keeps events in memory only,
 and reports itself degraded (/ready's `journal` section, `mira_journal_degraded`). Rows already
-in the file stay there. A corrupt file found at start-up is moved aside and a new one started.
+in the file stay there. The next event at least RETRY_SECONDS later tries the file again; once
+it opens, the events kept in memory meanwhile are written first (those memory could not keep
+are counted), and the journal says it is durable again. A corrupt file found at start-up is
+moved aside and a new one started.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from mira.adapters.sqlite_journal import (
 from mira.domain.journal_record import to_record
 
 log = structlog.get_logger("mira.journal")
+
+
+#: How long after a failure the next event tries the file again (events are rare: reloads,
+#: rotations, lifecycle steps, so a try costs nothing between them).
+RETRY_SECONDS = 5.0
 
 
 def _stamp(now: float) -> str:
@@ -55,13 +63,21 @@ class DurableJournal:
         self._write = threading.Lock()
         self.degraded_reason: str | None = None
         self.moved_to: str | None = None
+        #: while degraded: the first position not in the file, and when to try it again
+        self._unwritten_from = 1
+        self._retry_at = 0.0
 
     def open(self) -> None:
         """Open, check and continue the file; never raises (degraded instead)."""
         try:
             self._store = self._open_or_replace()
         except JournalUnavailable as exc:
-            self._degrade(exc.reason)
+            self._degrade(exc.reason, self._position + 1, announce=False)
+            _warn(
+                f"Event journal {self.path} cannot be written; keeping events in memory only",
+                path=self.path,
+                reason=exc.reason,
+            )
             return
         self._position = self._store.last_position
 
@@ -89,7 +105,7 @@ class DurableJournal:
             position = self._position
             self._memory.append((position, event))
         with self._write:
-            store = self._store
+            store = self._store if self._store is not None else self._reopen(position)
             if store is None:
                 return
             try:
@@ -115,6 +131,7 @@ class DurableJournal:
     def close(self) -> None:
         with self._write:
             store, self._store = self._store, None
+            self._retry_at = float("inf")  # closed: no event opens the file again
         if store is not None:
             store.close()
 
@@ -144,15 +161,50 @@ class DurableJournal:
         """Degraded is reported, not unready: the service keeps serving from memory."""
         return True, self.status()
 
-    def _degrade(self, reason: str, position: int | None = None) -> None:
+    def _degrade(self, reason: str, position: int, announce: bool = True) -> None:
         self.degraded_reason = reason
-        lost = {} if position is None else {"first_position_in_memory_only": position}
+        self._unwritten_from = position
+        self._retry_at = self._now() + RETRY_SECONDS
+        if announce:
+            _warn(
+                f"Event journal {self.path} cannot be written; keeping events in memory only",
+                path=self.path,
+                reason=reason,
+                first_position_in_memory_only=position,
+            )
+
+    def _reopen(self, position: int) -> SqliteStore | None:
+        """Degraded, with `_write` held: at most every RETRY_SECONDS, open the file again and
+        write what memory kept since the failure, before `position` (the caller writes it)."""
+        now = self._now()
+        if self.degraded_reason is None or now < self._retry_at:
+            return None
+        self._retry_at = now + RETRY_SECONDS
+        try:
+            store = SqliteStore.open(self.path, self.max_events)
+        except (JournalUnavailable, JournalCorrupt):
+            return None
+        if store.last_position >= self._unwritten_from:  # not the file left off: no overwrite
+            store.close()
+            return None
+        with self._lock:
+            kept = [(p, e) for p, e in self._memory if self._unwritten_from <= p < position]
+        try:
+            for kept_position, event in kept:
+                store.append(to_record(kept_position, event), self._redact)
+        except Exception:  # still failing: stay degraded, try again later
+            store.close()
+            return None
+        first_kept = kept[0][0] if kept else position
+        self.degraded_reason = None
+        self._store = store
         _warn(
-            f"Event journal {self.path} cannot be written; keeping events in memory only",
+            f"Event journal {self.path} is written again",
             path=self.path,
-            reason=reason,
-            **lost,
+            written_from_memory=len(kept),
+            lost=first_kept - self._unwritten_from,
         )
+        return store
 
 
 def _warn(message: str, **fields: Any) -> None:
