@@ -103,7 +103,9 @@ def run_mira(docker_engine: Engine, mira_image: BuiltImage) -> Iterator[Any]:
     client = docker_engine.client()
     started: list[Any] = []
 
-    def run(port: int, volumes: dict[str, Any], command: list[str] | None = None) -> Running:
+    def run(
+        port: int, volumes: dict[str, Any], command: list[str] | None = None, **options: Any
+    ) -> Running:
         container = client.containers.run(
             mira_image.tag,
             command=command,
@@ -111,6 +113,7 @@ def run_mira(docker_engine: Engine, mira_image: BuiltImage) -> Iterator[Any]:
             network_mode="host",
             volumes=volumes,
             healthcheck={"interval": HEALTH_INTERVAL_NS, "start_period": 10_000_000_000},
+            **options,
         )
         started.append(container)
         return Running(container, port)
@@ -189,17 +192,25 @@ PLAN = json.dumps(
 )
 
 
+#: This machine's kernel (kernel.unprivileged_bpf_disabled=2) lets a process attach the socket
+#: filter that drops new SYNs at close only with CAP_NET_ADMIN, which the image's user 10001 does
+#: not have (Docker gives a non-root user no effective capabilities, cap_add or not).
+AS_ROOT_WITH_NET_ADMIN = {"user": "0:0", "cap_add": ["NET_ADMIN"]}
+
+
+@pytest.mark.parametrize("options", [{}, AS_ROOT_WITH_NET_ADMIN], ids=["image-user", "net-admin"])
 def test_docker_stop_under_load_drains_and_exits_0_failing_no_accepted_request(
-    run_mira: Any, config_dir: Path
+    run_mira: Any, config_dir: Path, options: dict[str, Any]
 ) -> None:
+    """With the SYN filter, no request fails. Where the kernel refuses it to the image's user
+    (the listener_filter_unavailable WARNING says so), a connection whose handshake completes
+    in the instant the listener closes is reset: at most one per client, nothing else fails."""
     port = free_port()
     # As the single-process steady-load tests: keep-alive clients need one request's time
-    # (drain_delay) to be told `Connection: close` before the listener closes. Through Docker's
-    # NAT on a CI machine also building images, 0.2 s was once too short: a client sent its
-    # next request as its idle connection was closed, and got a reset.
+    # (drain_delay) to be told `Connection: close` before the listener closes.
     shutdown = {"drain_delay": 1.0, "timeout": 5, "hooks_timeout": 2, "grace_period": 10}
     write_config(config_dir, mira_config(port, shutdown=shutdown))
-    svc = run_mira(port, *in_directory(config_dir, port))
+    svc = run_mira(port, *in_directory(config_dir, port), **options)
     svc.wait_ready()
     took = 0.0
 
@@ -210,11 +221,19 @@ def test_docker_stop_under_load_drains_and_exits_0_failing_no_accepted_request(
         took = time.monotonic() - began
         assert svc.exit_code() == 0, svc.logs()[-2000:]
 
-    result = stop_under_load(port, PLAN, stop, clients=6, flowing=50, requests=2000)
-    assert result.failures == [], result.failures[:5]
+    clients = 6
+    result = stop_under_load(port, PLAN, stop, clients=clients, flowing=50, requests=2000)
+    logs = svc.logs()
+    if options or "listener_filter_unavailable" not in logs:
+        assert result.failures == [], result.failures[:5]
+    else:  # the fallback: resets at the close only
+        assert len(result.failures) <= clients, result.failures
+        assert all("Connection reset" in f for f in result.failures), result.failures
+    if options:
+        assert "listener_filter_unavailable" not in logs  # the filter dropped new SYNs
     assert result.ok >= 50 and result.refused >= 1, result
     assert took < 10, f"docker stop took {took:.1f} s: it had to SIGKILL"
-    assert "Shutdown complete" in svc.logs()
+    assert "Shutdown complete" in logs
 
 
 def test_docker_stop_during_start_up_exits_0(run_mira: Any, config_dir: Path) -> None:
