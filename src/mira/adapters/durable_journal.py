@@ -72,12 +72,7 @@ class DurableJournal:
         try:
             self._store = self._open_or_replace()
         except JournalUnavailable as exc:
-            self._degrade(exc.reason, self._position + 1, announce=False)
-            _warn(
-                f"Event journal {self.path} cannot be written; keeping events in memory only",
-                path=self.path,
-                reason=exc.reason,
-            )
+            self._degrade(exc.reason)
             return
         self._position = self._store.last_position
 
@@ -161,17 +156,18 @@ class DurableJournal:
         """Degraded is reported, not unready: the service keeps serving from memory."""
         return True, self.status()
 
-    def _degrade(self, reason: str, position: int, announce: bool = True) -> None:
+    def _degrade(self, reason: str, position: int | None = None) -> None:
+        """`position`: the event whose write failed (None: the file did not open)."""
         self.degraded_reason = reason
-        self._unwritten_from = position
+        self._unwritten_from = self._position + 1 if position is None else position
         self._retry_at = self._now() + RETRY_SECONDS
-        if announce:
-            _warn(
-                f"Event journal {self.path} cannot be written; keeping events in memory only",
-                path=self.path,
-                reason=reason,
-                first_position_in_memory_only=position,
-            )
+        lost = {} if position is None else {"first_position_in_memory_only": position}
+        _warn(
+            f"Event journal {self.path} cannot be written; keeping events in memory only",
+            path=self.path,
+            reason=reason,
+            **lost,
+        )
 
     def _reopen(self, position: int) -> SqliteStore | None:
         """Degraded, with `_write` held: at most every RETRY_SECONDS, open the file again and
