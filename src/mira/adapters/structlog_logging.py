@@ -144,7 +144,7 @@ class LogPipeline:
             **self.fields,
             **fields,
         }
-        self._emit_json(line, urgent=levelno >= 30)
+        self.emit(json_line(line), urgent=levelno >= 30)
 
     def write_direct(
         self, logger: MiraLogger, levelno: int, method: str, event: str | None, kw: dict[str, Any]
@@ -180,11 +180,8 @@ class LogPipeline:
         else:
             head["module"], head["function"], head["line"] = caller(sys._getframe(1))
         head.update(fields)
-        self._emit_json(head, urgent=method not in _QUEUED_METHODS)
+        getattr(logger._logger, method)(json_line(head))  # as the chain ends: NamedSink's method
         return True
-
-    def _emit_json(self, line: dict[str, Any], urgent: bool) -> None:
-        self.emit(orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE), urgent)
 
     def current_correlation_id(self) -> str:
         value = structlog.contextvars.get_contextvars().get("correlation_id")
@@ -211,7 +208,12 @@ def _render(logger: WrappedLogger, method: str, event_dict: EventDict) -> bytes:
     event_dict["message"] = event_dict.pop("event", None)
     ordered = {k: event_dict.pop(k) for k in FIRST_KEYS if k in event_dict}
     ordered.update(event_dict)
-    return orjson.dumps(ordered, default=repr, option=orjson.OPT_APPEND_NEWLINE)
+    return json_line(ordered)
+
+
+def json_line(fields: dict[str, Any]) -> bytes:
+    """One JSON log line: what JSON cannot hold as its repr()."""
+    return orjson.dumps(fields, default=repr, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _named_sink(name: str = "mira", *args: Any) -> NamedSink:
@@ -226,8 +228,6 @@ _PROCESSORS: list[Any] = [
     _render,
 ]
 _CHAIN: list[Any] = list(_PROCESSORS)
-#: the methods whose lines NamedSink queues (the others are written at once)
-_QUEUED_METHODS = frozenset({"debug", "info", "msg", "log"})
 
 
 __all__ = ["LogPipeline", "get_logger"]
