@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from mira.adapters.listener import PortInUseError, address_family, listen
+from mira.adapters.listen_address import address_family
+from mira.adapters.listener import PortInUseError, listen
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ import time
 
 import structlog
 
+from mira.adapters.listen_address import address_family
+
 log = structlog.get_logger("mira.server")
 
 #: After new SYNs are dropped, how long handshakes already under way get to complete (one round
@@ -26,18 +28,6 @@ class PortInUseError(OSError):
     """The listen address is already taken by another socket."""
 
 
-def address_family(host: str) -> tuple[socket.AddressFamily, str, bool]:
-    """(family, address, dual-stack) of a listen address: IPv6 for one with a colon ("::",
-    "::1", "[fd00::5]"), where "::" takes IPv4 connections too (as 0.0.0.0 and :: together
-    would) when the kernel allows it; else IPv4 (a hostname resolves to its IPv4 address)."""
-    address = host.strip()
-    if address.startswith("[") and address.endswith("]"):
-        address = address[1:-1]
-    if ":" in address:
-        return socket.AF_INET6, address, address == "::" and socket.has_dualstack_ipv6()
-    return socket.AF_INET, address, False
-
-
 def listen(host: str, port: int, backlog: int) -> socket.socket:
     """A listening TCP socket, or an OSError that names the address and what went wrong."""
     family, address, dual = address_family(host)
@@ -51,7 +41,8 @@ def listen(host: str, port: int, backlog: int) -> socket.socket:
 
 def _named(exc: OSError, host: str, port: int) -> OSError:
     """The bind's failure, naming the address (PortInUseError when it is taken)."""
-    where = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    family, address, _ = address_family(host)
+    where = f"[{address}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return PortInUseError(exc.errno, f"cannot listen on {where}: address already in use")
     return OSError(f"cannot listen on {where}: {exc.strerror or exc}")

@@ -15,15 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mira.adapters.config_file import read_config_file
+from mira.adapters.listen_address import address_family
 from mira.domain.config.loading import load_settings
 
-# A wildcard listen address is probed on the loopback address of the same family.
-_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
+#: A wildcard listen address is probed on the loopback address of the same family.
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def probe_address(host: str) -> str:
-    """The address to connect to for a server listening on `host`."""
-    return _WILDCARDS.get(host.strip(), host.strip().strip("[]"))
+    """The address to connect to for a server listening on `host` (read as the listener
+    reads it: brackets around an IPv6 address dropped)."""
+    address = address_family(host)[1]
+    return _WILDCARDS.get(address, address)
 
 
 _SERVE_MODULES = ("mira.entrypoints.web", "mira.app")
