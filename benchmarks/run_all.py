@@ -9,6 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = (
     "http_overhead.py",
+    "python_cost.py",
     "reload_latency.py",
     "secrets_bench.py",
     "shutdown_time.py",
