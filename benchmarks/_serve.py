@@ -69,6 +69,27 @@ class Engine:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def granian_argv(app: str, port: int, workers: int, *extra: str) -> list[str]:
+    """granian's own CLI serving `app` (a name in benchmarks/apps.py) on 127.0.0.1:port."""
+    return [
+        str(Path(sys.executable).parent / "granian"),
+        "--interface",
+        "wsgi",
+        "--workers",
+        str(workers),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--working-dir",
+        str(HERE),
+        "--log-level",
+        "warning",
+        *extra,
+        f"apps:{app}",
+    ]
+
+
 def engines(workers: int, tmp: Path, port_of: dict[str, int]) -> dict[str, Engine]:
     """Every engine the benchmark and spikes know, keyed by name; each gets its own port."""
     py = sys.executable
@@ -95,23 +116,7 @@ def engines(workers: int, tmp: Path, port_of: dict[str, int]) -> dict[str, Engin
         ]
 
     def granian(app: str, name: str, *extra: str) -> list[str]:
-        return [
-            str(bin_dir / "granian"),
-            "--interface",
-            "wsgi",
-            "--workers",
-            w,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            port(name),
-            "--working-dir",
-            str(HERE),
-            "--log-level",
-            "warning",
-            *extra,
-            app,
-        ]
+        return granian_argv(app, int(port(name)), workers, *extra)
 
     cfg = mira_config(tmp, int(port("mira")), workers)
     bounded = mira_config(tmp, int(port("mira-32")), workers, max_threads=32)
@@ -122,13 +127,13 @@ def engines(workers: int, tmp: Path, port_of: dict[str, int]) -> dict[str, Engin
         # as deployed behind a proxy that buffers request bodies: max_threads = threads (32)
         "mira-32": Engine("mira-32", [py, "-m", "mira.entrypoints.web", str(bounded)]),
         "bare-gunicorn": Engine("bare-gunicorn", gunicorn("apps:bare", "bare-gunicorn")),
-        "bare-granian": Engine("bare-granian", granian("apps:bare", "bare-granian")),
+        "bare-granian": Engine("bare-granian", granian("bare", "bare-granian")),
         "bare-granian-32": Engine(
-            "bare-granian-32", granian("apps:bare", "bare-granian-32", "--blocking-threads", "32")
+            "bare-granian-32", granian("bare", "bare-granian-32", "--blocking-threads", "32")
         ),
         "bare-cheroot": Engine("bare-cheroot", cheroot),
         "mira-gunicorn": Engine("mira-gunicorn", gunicorn("apps:mira", "mira-gunicorn"), app_cfg),
-        "mira-granian": Engine("mira-granian", granian("apps:mira", "mira-granian"), app_cfg),
+        "mira-granian": Engine("mira-granian", granian("mira", "mira-granian"), app_cfg),
     }
 
 

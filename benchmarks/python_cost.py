@@ -32,9 +32,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _serve import Engine, Server, free_port, load_round, mira_config, scratch, wrk_script
+from _serve import (
+    Engine,
+    Server,
+    free_port,
+    granian_argv,
+    load_round,
+    mira_config,
+    scratch,
+    wrk_script,
+)
 
-HERE = Path(__file__).resolve().parent
 VARIANTS = ("bare", "busy", "alloc", "mira")
 
 
@@ -107,29 +115,12 @@ def main() -> int:
     for name in VARIANTS:
         print(f"  {name:<6} {local[name]:7.1f} us   added {local[name] - local['bare']:6.1f} us")
 
-    py_bin = Path(sys.executable).parent
     extra = ["--blocking-threads", str(args.threads)] if args.threads else []
     servers: dict[str, Server] = {}
     try:
         for name in VARIANTS:
             port = free_port()
-            argv = [
-                str(py_bin / "granian"),
-                "--interface",
-                "wsgi",
-                "--workers",
-                str(args.workers),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--working-dir",
-                str(HERE),
-                "--log-level",
-                "warning",
-                *extra,
-                f"apps:{name}",
-            ]
+            argv = granian_argv(name, port, args.workers, *extra)
             server = Server(Engine(name, argv), port, tmp / f"{name}.out")
             servers[name] = server
             if not server.wait_up():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _serve import HERE, Engine, Server, free_port, scratch
+from _serve import HERE, Engine, Server, free_port, granian_argv, scratch
 
 QUEUED = 20
 NEW = 5
@@ -56,24 +56,7 @@ def argv(name: str, port: int) -> list[str]:
 
 
 def _granian(port: int) -> list[str]:
-    return [
-        str(Path(sys.executable).parent / "granian"),
-        "--interface",
-        "wsgi",
-        "--workers",
-        "1",
-        "--blocking-threads",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--working-dir",
-        str(HERE),
-        "--log-level",
-        "warning",
-        "apps:slow",
-    ]
+    return granian_argv("slow", port, 1, "--blocking-threads", "1")
 
 
 def request(port: int, path: str) -> socket.socket:
