@@ -21,7 +21,6 @@ Run: `.venv/bin/python benchmarks/python_cost.py [--workers N --rounds R --secon
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -29,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from werkzeug.test import create_environ
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -47,27 +48,13 @@ VARIANTS = ("bare", "busy", "alloc", "mira")
 
 
 def _environ() -> dict[str, Any]:
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/health",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "5000",
-        "REMOTE_ADDR": "127.0.0.1",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1:5000",
-        "HTTP_USER_AGENT": "wrk",
-        "HTTP_ACCEPT": "*/*",
-        "SCRIPT_NAME": "",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-        "wsgi.input_terminated": True,
-    }
+    """A GET /health as wrk sends it."""
+    return create_environ(
+        "/health",
+        "http://127.0.0.1:5000/",
+        headers={"User-Agent": "wrk", "Accept": "*/*"},
+        environ_overrides={"REMOTE_ADDR": "127.0.0.1"},
+    )
 
 
 def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
@@ -87,6 +74,12 @@ def in_process(
                 b"".join(app(environ, _start_response))
             best[name] = min(best[name], (time.perf_counter() - started) / n * 1e6)
     return best
+
+
+def show(title: str, local: dict[str, float]) -> None:
+    print(title)
+    for name in VARIANTS:
+        print(f"  {name:<6} {local[name]:7.1f} us   added {local[name] - local['bare']:6.1f} us")
 
 
 def main() -> int:
@@ -111,9 +104,7 @@ def main() -> int:
     import apps
 
     local = in_process({name: getattr(apps, name) for name in VARIANTS})
-    print("In this process (GET /health, best of 15 rounds of 3,000), before the load:")
-    for name in VARIANTS:
-        print(f"  {name:<6} {local[name]:7.1f} us   added {local[name] - local['bare']:6.1f} us")
+    show("In this process (GET /health, best of 15 rounds of 3,000), before the load:", local)
 
     extra = ["--blocking-threads", str(args.threads)] if args.threads else []
     servers: dict[str, Server] = {}
@@ -144,9 +135,7 @@ def main() -> int:
     # timed again once the servers are gone: the machine is shared, the best of both stands
     again = in_process({name: getattr(apps, name) for name in VARIANTS})
     local = {name: min(local[name], again[name]) for name in VARIANTS}
-    print("In this process, best of both passes (before and after the load):")
-    for name in VARIANTS:
-        print(f"  {name:<6} {local[name]:7.1f} us   added {local[name] - local['bare']:6.1f} us")
+    show("In this process, best of both passes (before and after the load):", local)
 
     threads = args.threads or "granian's default"
     print(
