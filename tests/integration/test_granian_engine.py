@@ -122,9 +122,15 @@ def _client(address: tuple[str, int], stop: threading.Event, counts: Tally) -> N
 
 @contextmanager
 def running_server(
-    threads: int = 8, serve: bool = True, max_threads: int | None = None, host: str = HOST
+    threads: int = 8,
+    serve: bool = True,
+    max_threads: int | None = None,
+    host: str = HOST,
+    **settings: int,
 ) -> Iterator[GranianServer]:
-    server = GranianServer(slow_app, host=host, port=0, threads=threads, max_threads=max_threads)
+    server = GranianServer(
+        slow_app, host=host, port=0, threads=threads, max_threads=max_threads, **settings
+    )
     server.bind()
     loop = threading.Thread(target=server.serve_forever, name="test-serve", daemon=True)
     if serve:
@@ -366,6 +372,33 @@ def test_max_threads_bounds_the_threads_a_burst_starts(
             assert started <= 2, f"{started} threads started with max_threads 2"
         else:
             assert started >= 8, f"only {started} threads started for 16 waiting requests"
+
+
+def test_threads_parked_after_a_burst_come_back_for_stalled_bodies() -> None:
+    """A burst of 12 leaves 12 threads started; all but spare_threads (2) then wait aside,
+    out of granian's rotation. 11 bodies that stall then hold 11 threads: the parked ones
+    must come back, or with max_threads 12 a probe finds no thread until the bodies time
+    out (60 s)."""
+    with running_server(threads=2, max_threads=12, spare_threads=2) as server:
+        address = address_of(server)
+        with ThreadPoolExecutor(12) as pool:
+            burst = fire(pool, address, "/slow?ms=300", 12)
+            assert [f.result().status for f in burst] == [200] * 12
+        wait_until(lambda: server.threads == (12, 10), 5, message="10 of 12 threads parked")
+        head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"
+        stalled = [socket.create_connection(address, timeout=5) for _ in range(11)]
+        try:
+            for sock in stalled:
+                sock.sendall(head)
+            wait_until(lambda: server.in_flight == 11, 5, message="11 bodies stalled")
+            sent = time.monotonic()
+            reply = get(address, "/probe", timeout=5)
+            assert (reply.status, reply.body) == (200, b"done /probe")
+            assert time.monotonic() - sent < 1.0
+            assert server.threads[0] == 12  # served by threads parked before, no new one
+        finally:
+            for sock in stalled:
+                sock.close()
 
 
 def _established(port: int) -> int:

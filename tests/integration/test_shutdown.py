@@ -239,3 +239,28 @@ def test_metrics_report_phase_durations_after_a_stop(tmp_path: Path) -> None:
     for phase in ("drain_delay", "close_listener", "drain", "hooks", "total"):
         assert f'mira_shutdown_phase_duration_seconds{{phase="{phase}"}}' in text
     assert 'mira_events_total{event="Stopped"} 1.0' in text
+
+
+def test_after_a_burst_parks_threads_sigterm_still_exits_0(tmp_path: Path) -> None:
+    """The real service (`python -m mira.entrypoints.web`): 256 connections at once start up to
+    256 engine threads (server.max_threads), and all but 8 then wait aside (parked). At
+    SIGTERM they go back to granian while the interpreter still runs (logged), and the process
+    exits 0. (A first cut, which woke up to 1024 parked threads as the listener closed, aborted
+    after "Shutdown complete": Rust's "panic in a function that cannot unwind".)"""
+    service = ServiceProcess(tmp_path, {"server": {"host": "127.0.0.1"}})
+    service.start()
+    try:
+
+        def client() -> list[int]:
+            return [service.get("/health", timeout=10)[0] for _ in range(5)]
+
+        with ThreadPoolExecutor(256) as pool:
+            statuses = [s for f in [pool.submit(client) for _ in range(256)] for s in f.result()]
+        assert statuses == [200] * 1280
+        service.signal(signal.SIGTERM)
+        assert service.wait_exit(30) == 0, service.stderr()
+    finally:
+        service.stop()
+    assert "panicked" not in service.stderr()
+    (released,) = service.find("server_threads_released")
+    assert released["released"] >= 32 and released["still_leaving"] == 0, released

@@ -38,6 +38,7 @@ from mira.adapters import listener as listening
 from mira.adapters.body_deadline import BodyDeadlines
 from mira.adapters.listener import PortInUseError
 from mira.adapters.request_limits import RequestRejected, read_body
+from mira.adapters.thread_reserve import ThreadReserve, wait_out_of_python
 from mira.adapters.web_json import error_payload
 from mira.adapters.wsgi_context import pick_request_id
 
@@ -53,7 +54,11 @@ GRANIAN_PRIVATE = (
 )
 #: How long close_listener waits for granian to accept what is queued before it stops anyway.
 BACKLOG_TIMEOUT = 2.0
-_THREAD_IDLE_SECONDS = 86400
+#: Python threads per process when server.max_threads is null (at most server.max_connections).
+DEFAULT_MAX_THREADS = 256
+#: Idle threads left in granian's rotation; more than that wait aside (thread_reserve.py).
+SPARE_THREADS = 8
+_THREAD_IDLE_SECONDS = 10 * 365 * 86400  # granian keeps its threads: ThreadReserve counts them
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _CLOSE = ("Connection", "close")
 
@@ -92,6 +97,7 @@ class GranianServer:
         max_body_bytes: int = 1048576,
         listener: socket.socket | None = None,
         multiprocess: bool = False,
+        spare_threads: int = SPARE_THREADS,
     ) -> None:
         for name, value in (
             ("threads", threads),
@@ -109,10 +115,12 @@ class GranianServer:
         self._app = app
         self._host, self._port = host, port
         self._threads = threads
-        # granian starts Python threads as requests come, up to this: one per connection by
-        # default, since a request waiting for its body holds one; each request wakes the thread
-        # idle longest, so fewer threads cost less CPU per request (docs/decisions/0001)
-        self._pool = max(threads, max_threads if max_threads is not None else max_connections)
+        # granian starts Python threads as requests come, up to this: a request waiting for its
+        # body holds one, so there are many more than `threads`; each request wakes the thread
+        # idle longest, so all but `spare_threads` idle ones wait aside (docs/decisions/0001)
+        default_pool = min(DEFAULT_MAX_THREADS, max_connections)
+        self._pool = max(threads, max_threads if max_threads is not None else default_pool)
+        self._reserve = ThreadReserve(spare_threads)
         # `threads` requests run the app at once; a request takes its turn only once its body
         # is in, so slow senders cannot hold every turn (each waits on a thread of its own)
         self._turns: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -139,8 +147,6 @@ class GranianServer:
             "wsgi.version": (1, 0),
         }
         self._lock = threading.Lock()  # the listener's life: serve, close
-        self._count_lock = threading.Lock()  # only the in-flight count, held for an instant
-        self._in_flight = 0
         self._draining = False
         self._signal: Any = None
         self._signal_ready = threading.Event()  # serve_forever has set up the engine's stop
@@ -152,11 +158,17 @@ class GranianServer:
     @property
     def in_flight(self) -> int:
         """Requests the app is handling now."""
-        return self._in_flight
+        return self._reserve.busy
 
     @property
     def pending(self) -> int:
-        return self._in_flight
+        return self._reserve.busy
+
+    @property
+    def threads(self) -> tuple[int, int]:
+        """The engine's Python threads that have served a request, and how many of them are
+        parked (waiting aside, out of granian's rotation)."""
+        return self._reserve.seen, self._reserve.parked
 
     @property
     def idle_connections(self) -> int:
@@ -272,14 +284,14 @@ class GranianServer:
         remain."""
         if not self._closed:  # not called in the lifecycle's order: just wait for requests
             deadline = time.monotonic() + timeout
-            while self._in_flight and time.monotonic() < deadline:
+            while self.in_flight and time.monotonic() < deadline:
                 time.sleep(0.01)
         elif self._finished.wait(timeout):
             log.info("server_drained")
             return 0
-        if self._in_flight:
-            log.warning("drain_deadline_passed", abandoned=self._in_flight, timeout=timeout)
-        return self._in_flight
+        if self.in_flight:
+            log.warning("drain_deadline_passed", abandoned=self.in_flight, timeout=timeout)
+        return self.in_flight
 
     def stop(self, timeout: float = 5.0) -> None:
         was_finished = self._finished.is_set()
@@ -289,18 +301,24 @@ class GranianServer:
                 log.info("server_stopped")
         else:
             log.warning("server_stop_timed_out", timeout=timeout, abandoned=self.in_flight)
+        # parked threads go back to granian now, while the interpreter still runs: woken
+        # during its shutdown they would abort the process
+        released = self._reserve.release_all()
+        if released:
+            left = wait_out_of_python(released)
+            log.info("server_threads_released", released=len(released), still_leaving=left)
 
     # -- the request path ------------------------------------------------------------------
     def _call(self, proto: Any, scope: dict[str, Any]) -> int:
         """One request, on one of granian's Python threads."""
-        with self._count_lock:
-            self._in_flight += 1
+        self._reserve.enter()
+        parkable = True  # no body left unread: this thread may wait aside afterwards
         try:
             response = _Response()
             environ = self._base | scope
             try:
                 if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
-                    self._take_body(proto, environ)
+                    parkable = self._take_body(proto, environ)
                 self._turns.get()
                 try:
                     result = self._app(environ, response)
@@ -327,28 +345,32 @@ class GranianServer:
             proto.response_bytes(response.status, headers, body)
             return response.status
         finally:
-            with self._count_lock:
-                self._in_flight -= 1
+            self._reserve.leave(parkable)
 
-    def _take_body(self, proto: Any, environ: dict[str, Any]) -> None:
+    def _take_body(self, proto: Any, environ: dict[str, Any]) -> bool:
         """Read the body before the request takes a turn, within server.body_timeout; the app
         reads it from memory. A body over max_body_bytes or too slow leaves its verdict in
-        `mira.rejected` (the app answers it: Mira's JSON 413; the watchdog answered 408)."""
+        `mira.rejected` (the app answers it: Mira's JSON 413; the watchdog answered 408).
+        Whether the body was read to its end."""
         given = environ.get("CONTENT_LENGTH")
         length: int | None = None
         if given is not None:
             try:
                 length = int(given)
             except ValueError:
-                return  # the app's framework answers it
-            if length <= 0 or length > self._max_body:
-                return  # nothing to read, or the app's 413 without reading
+                return False  # the app's framework answers it
+            if length <= 0:
+                return True  # nothing to read
+            if length > self._max_body:
+                return False  # the app's 413 without reading
         environ["mira.started"] = time.perf_counter()  # the request's duration counts the body
         environ["mira.request_id"] = pick_request_id(environ)
         reading = self._deadlines.begin(proto, environ)
         data = b""
+        whole = False
         try:
             data = read_body(environ["wsgi.input"], self._max_body, length)
+            whole = True
         except RequestRejected as exc:
             environ["mira.rejected"] = exc
         finally:
@@ -356,3 +378,4 @@ class GranianServer:
         if not in_time:
             environ["mira.rejected"] = RequestRejected(408, self._deadlines.message)
         environ["wsgi.input"] = io.BytesIO(data)
+        return whole and in_time

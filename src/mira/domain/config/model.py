@@ -268,10 +268,10 @@ class ServerSettings:
     )
     max_threads: int | None = setting(
         None,
-        "Most Python threads per worker process: those running the app plus those waiting for "
-        "a request body to arrive (null: server.max_connections, so slow senders never hold "
-        "every thread). Behind a proxy that buffers request bodies, server.threads is enough "
-        "and costs less CPU per request.",
+        "Most Python threads per worker process: those running the app, those waiting for a "
+        "request body to arrive, and idle ones (null: 256, at most server.max_connections; "
+        "that many slow senders at once hold every thread). Behind a proxy that buffers "
+        "request bodies, server.threads is enough.",
         lambda v: None if v is None else _at_least(1)(v),
     )
     request_queue_size: int = setting(1024, "Listen backlog.", _at_least(128))
