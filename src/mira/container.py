@@ -202,6 +202,7 @@ def _server(
 
     server = GranianServer(app, **engine_settings(settings))
     metrics.in_flight.set_function(lambda: float(server.in_flight))
+    metrics.watch_threads(lambda: server.threads)
     yield from _with_management(server, settings, management)
 
 
@@ -316,6 +317,7 @@ def _worker_pool(
     # /metrics on any worker: the supervisor's own metrics plus every worker's requests
     metrics.http.extra_rows = pool.aggregate_rows
     metrics.in_flight.set_function(lambda: float(pool.in_flight))
+    metrics.watch_threads(lambda: pool.threads)
     # The supervisor serves the management listener itself: its state, its summed metrics.
     yield from _with_management(pool, settings, management)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -241,26 +242,55 @@ def test_metrics_report_phase_durations_after_a_stop(tmp_path: Path) -> None:
     assert 'mira_events_total{event="Stopped"} 1.0' in text
 
 
-def test_after_a_burst_parks_threads_sigterm_still_exits_0(tmp_path: Path) -> None:
-    """The real service (`python -m mira.entrypoints.web`): 256 connections at once start up to
-    256 engine threads (server.max_threads), and all but 8 then wait aside (parked). At
-    SIGTERM they go back to granian while the interpreter still runs (logged), and the process
-    exits 0. (A first cut, which woke up to 1024 parked threads as the listener closed, aborted
-    after "Shutdown complete": Rust's "panic in a function that cannot unwind".)"""
-    service = ServiceProcess(tmp_path, {"server": {"host": "127.0.0.1"}})
+def _threads_metric(service: ServiceProcess) -> dict[str, float]:
+    _, _, body = service.get("/metrics")
+    found = re.findall(r'^mira_server_threads\{state="(\w+)"\} (\S+)$', body.decode(), re.M)
+    return {state: float(value) for state, value in found}
+
+
+HELD = 64
+PLAN = json.dumps(
+    {"type": "generate_plan", "data": {"name": "Held", "goals": ["MVP"], "duration_weeks": 2}}
+).encode()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_after_a_burst_parks_threads_sigterm_still_exits_0(tmp_path: Path, workers: int) -> None:
+    """The real service (`python -m mira.entrypoints.web`): 64 requests whose bodies are held
+    back hold 64 engine threads at once; once their bodies arrive and they are answered, all but
+    8 threads per process wait aside (parked), as /metrics shows. At SIGTERM they go back to
+    granian while the interpreter still runs (logged), and the process exits 0. (A first cut,
+    which woke up to 1024 parked threads as the listener closed, aborted after "Shutdown
+    complete": Rust's "panic in a function that cannot unwind".)"""
+    service = ServiceProcess(tmp_path, {"server": {"host": "127.0.0.1", "workers": workers}})
     service.start()
+    head = (
+        f"POST {SLEEP_PATH} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(PLAN)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    held = [socket.create_connection(("127.0.0.1", service.port), timeout=10) for _ in range(HELD)]
     try:
-
-        def client() -> list[int]:
-            return [service.get("/health", timeout=10)[0] for _ in range(5)]
-
-        with ThreadPoolExecutor(256) as pool:
-            statuses = [s for f in [pool.submit(client) for _ in range(256)] for s in f.result()]
-        assert statuses == [200] * 1280
+        for sock in held:
+            sock.sendall(head + PLAN[:10])
+        wait_until(lambda: in_flight(service) >= HELD, 10, message=f"{HELD} bodies held back")
+        for sock in held:
+            sock.sendall(PLAN[10:])
+        answers = [sock.makefile("rb").readline() for sock in held]
+        assert {a.split(b" ")[1] for a in answers} == {b"200"}, answers[:3]
+        threads = wait_until(
+            lambda: (t := _threads_metric(service)).get("parked", 0) >= HELD - 8 * workers and t,
+            10,
+            message="parked threads in /metrics",
+        )
+        assert HELD <= threads["started"] <= 256 * workers, threads
         service.signal(signal.SIGTERM)
         assert service.wait_exit(30) == 0, service.stderr()
     finally:
+        for sock in held:
+            sock.close()
         service.stop()
     assert "panicked" not in service.stderr()
-    (released,) = service.find("server_threads_released")
-    assert released["released"] >= 32 and released["still_leaving"] == 0, released
+    released = service.find("server_threads_released")
+    assert len(released) == workers, released
+    assert sum(r["released"] for r in released) >= HELD - 8 * workers, released
+    assert all(r["still_leaving"] == 0 for r in released), released

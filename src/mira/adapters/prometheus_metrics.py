@@ -29,6 +29,12 @@ class Metrics:
         self.in_flight = Gauge(
             "mira_http_requests_in_flight", "HTTP requests being served", registry=r
         )
+        self.server_threads = Gauge(
+            "mira_server_threads",
+            "The engine's Python threads: started, and parked (waiting aside, out of rotation)",
+            ["state"],
+            registry=r,
+        )
         self.phase = Gauge(
             "mira_lifecycle_phase", "1 for the current lifecycle phase", ["phase"], registry=r
         )
@@ -98,6 +104,11 @@ class Metrics:
         self.config_generation.set(state.config_generation)
         if state.last_reload_at is not None:
             self.config_last_reload.set(state.last_reload_at)
+
+    def watch_threads(self, threads: Callable[[], tuple[int, int]]) -> None:
+        """mira_server_threads from the engine's (started, parked) counts."""
+        self.server_threads.labels(state="started").set_function(lambda: float(threads()[0]))
+        self.server_threads.labels(state="parked").set_function(lambda: float(threads()[1]))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -38,6 +38,7 @@ class WorkerLink:
         self._ids = itertools.count(1)
         self.last_heard = time.monotonic()
         self.in_flight = 0
+        self.threads = (0, 0)  # its engine's threads: started, parked
         self.rows: dict[Any, list[float]] = {}  # its request metrics, last seen
         self.gone = False
         threading.Thread(target=self._read, name=f"mira-worker-{index}", daemon=True).start()
@@ -76,6 +77,8 @@ class WorkerLink:
                 op = message.get("op")
                 if op == "heartbeat":
                     self.in_flight = int(message.get("in_flight", 0))
+                    started, parked = message.get("threads", (0, 0))
+                    self.threads = (int(started), int(parked))
                     self.rows = decode_rows(message.get("rows", []))
                 elif op is not None:
                     threading.Thread(

@@ -183,6 +183,12 @@ class WorkerPool:
     def in_flight(self) -> int:
         return sum(w.in_flight for w in self._live())
 
+    @property
+    def threads(self) -> tuple[int, int]:
+        """Engine threads over the live workers, as last heard: started, parked."""
+        live = [w.threads for w in self._live()]
+        return sum(t[0] for t in live), sum(t[1] for t in live)
+
     # -- snapshots -------------------------------------------------------------------------
     def rollout(self, snapshot: Snapshot) -> str | None:
         """Prepare on every live worker, then commit on every one; None, or why it aborted."""

@@ -249,10 +249,11 @@ class Worker:
     def _heartbeat(self) -> None:
         http = self.container.metrics().http
         while True:
-            in_flight = self.server.in_flight if self.server is not None else 0
-            rows = encode_rows(http.rows())
+            server = self.server
+            in_flight, threads = (server.in_flight, server.threads) if server else (0, (0, 0))
+            beat = {"op": "heartbeat", "in_flight": in_flight, "threads": threads}
             try:
-                self.channel.send({"op": "heartbeat", "in_flight": in_flight, "rows": rows})
+                self.channel.send({**beat, "rows": encode_rows(http.rows())})
             except ChannelClosed:
                 return
             time.sleep(HEARTBEAT)
