@@ -111,6 +111,7 @@ def test_all_checks_pass_against_openbao_github_and_jira(
         "config",
         "config mount",
         "secrets:vault",
+        "journal",
         "secret references",
         "integration:github",
         "integration:jira",
@@ -193,3 +194,47 @@ def test_an_invalid_config_exits_2_with_the_error(tmp_path: Path) -> None:
     code, rows, output = run_doctor(tmp_path, {"integrations": {"github": {"timeout": -1}}})
     assert code == 2 and rows == {}
     assert "integrations.github.timeout" in output
+
+
+def test_a_journal_in_a_missing_directory_fails_its_row_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-dir" / "events.db"
+    code, rows, output = run_doctor(tmp_path, {"journal": {"path": str(missing)}})
+    assert code == 1, output
+    status, detail = rows["journal"]
+    assert status == "FAIL" and "does not exist" in detail and str(missing.parent) in detail
+    assert not missing.parent.exists()
+
+
+def test_the_doctor_reads_the_journal_and_writes_no_event_into_it(tmp_path: Path) -> None:
+    """The doctor puts the secret references in use through the bus, as start-up does, but
+    its events stay in memory: the service's journal is only read."""
+    from mira.adapters.sqlite_journal import SqliteStore, open_reader
+
+    journal = tmp_path / "events.db"
+    SqliteStore.open(str(journal), 100).close()
+    code, rows, output = run_doctor(tmp_path, {"journal": {"path": str(journal)}})
+    assert code == 0, output
+    assert rows["journal"] == ("ok", f"{journal}: events up to position 0")
+    conn = open_reader(str(journal))
+    try:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    finally:
+        conn.close()
+    # not there yet: fine, and the doctor does not create it (it may run as another user)
+    fresh = tmp_path / "fresh.db"
+    code, rows, output = run_doctor(tmp_path, {"journal": {"path": str(fresh)}})
+    assert code == 0 and rows["journal"] == ("ok", f"{fresh}: not there yet, start-up creates it")
+    assert not fresh.exists()
+
+
+def test_a_corrupt_journal_fails_its_row_and_is_left_where_it_is(tmp_path: Path) -> None:
+    journal = tmp_path / "events.db"
+    journal.write_bytes(b"not sqlite " * 500)
+    code, rows, output = run_doctor(tmp_path, {"journal": {"path": str(journal)}})
+    assert code == 1, output
+    status, detail = rows["journal"]
+    assert status == "FAIL" and "moves it aside" in detail, detail
+    assert journal.read_bytes() == b"not sqlite " * 500
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "events.db"]

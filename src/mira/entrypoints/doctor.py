@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from dependency_injector import providers
+
 from mira.adapters.kubernetes_mount import subpath_mount_warning
+from mira.adapters.memory_journal import InMemoryJournal
+from mira.adapters.sqlite_journal import JournalCorrupt, JournalUnavailable, open_reader
 from mira.domain.commands import ApplyConfig
 from mira.domain.config.model import LoggingSettings
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
@@ -38,7 +44,10 @@ def doctor(path: str) -> int:
     mount = subpath_mount_warning(path)
     rows.append(("config mount", "WARN" if mount else "ok", mount or "hot reload sees updates"))
     rows.append(_row(f"secrets:{settings.secrets.backend}", container.secrets_backend().check))
-    # The references are read and put in use exactly as start-up does it.
+    rows.append(_row("journal", lambda: _journal(settings.journal.path)))
+    # The references are read and put in use exactly as start-up does it, with the events
+    # kept in memory: the doctor writes nothing into the service's journal.
+    container.journal.override(providers.Object(InMemoryJournal(maxlen=1000)))
     runtime = container.runtime()
     command = container.reloader().command_for(boot.snapshot)
     rows.append(_row("secret references", lambda: _apply(runtime, command)))
@@ -63,6 +72,35 @@ def _apply(runtime: Runtime, command: ApplyConfig) -> str:
         )
     runtime.bus.handle(command)
     return f"{len(runtime.secrets.known_refs())} resolved"
+
+
+def _journal(path: str | None) -> str:
+    """journal.path checked as start-up would open it, read only: the doctor may run as
+    another user than the service, so it creates, locks and moves nothing."""
+    if path is None:
+        return "in memory (journal.path null): events are not kept across restarts"
+    degraded = "; the service would keep its events in memory only (journal degraded)"
+    target = Path(path)
+    if not target.exists():
+        parent = target.parent
+        if not parent.is_dir():
+            raise RuntimeError(f"{path}: directory {str(parent)!r} does not exist{degraded}")
+        if not os.access(parent, os.W_OK):
+            raise RuntimeError(f"{path}: directory {str(parent)!r} is not writable{degraded}")
+        return f"{path}: not there yet, start-up creates it"
+    try:
+        conn = open_reader(path)
+    except JournalCorrupt as exc:
+        raise RuntimeError(f"{exc}; start-up moves it aside and starts a new one") from None
+    except JournalUnavailable as exc:
+        raise RuntimeError(f"{exc}{degraded}") from None
+    try:
+        (last,) = conn.execute("SELECT max(position) FROM events").fetchone()
+    finally:
+        conn.close()
+    if not os.access(path, os.W_OK) or not os.access(target.parent, os.W_OK):
+        raise RuntimeError(f"{path}: not writable by this user{degraded}")
+    return f"{path}: events up to position {last or 0}"
 
 
 def _integration_checks(container: Any) -> dict[str, Callable[[], str]]:
