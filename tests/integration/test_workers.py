@@ -151,11 +151,22 @@ def test_on_the_ipv6_wildcard_every_worker_takes_ipv6_and_ipv4_clients(
     IPv4 connections alike, and SIGTERM drains and closes the address for both."""
     svc = start(services, tmp_path, 2, server={"host": "::"})
     since = len(served(svc, "/openapi.json"))
-    for host in ("[::1]", "127.0.0.1") * 4:
-        status, headers, _ = http("GET", f"http://{host}:{svc.port}/openapi.json")
-        assert status == 200 and headers["X-Request-ID"]
-    lines = access_lines(svc, "/openapi.json", since, 8)
-    assert {x["worker"] for x in lines} <= {0, 1}
+    families = {"[::1]": "v6", "127.0.0.1": "v4"}
+    pairs: set[tuple[int, str]] = set()  # (worker, family) seen so far
+    sent = 0
+    # the kernel picks the worker per connection (SO_REUSEPORT): fresh connections until each
+    # worker has answered both families, at most 100 per family (1 in 2^50 to miss by chance)
+    while len(pairs) < 4 and sent < 200:
+        for host, family in families.items():
+            rid = f"{family}-{sent}"
+            status, headers, _ = http(
+                "GET", f"http://{host}:{svc.port}/openapi.json", headers={"X-Request-ID": rid}
+            )
+            assert status == 200 and headers["X-Request-ID"] == rid
+            sent += 1
+        lines = access_lines(svc, "/openapi.json", since, sent)
+        pairs = {(x["worker"], x["correlation_id"].split("-")[0]) for x in lines}
+    assert pairs == {(0, "v4"), (0, "v6"), (1, "v4"), (1, "v6")}
     svc.signal(signal.SIGTERM)
     assert svc.wait_exit(DEADLINE) == 0
     for family, address in ((socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")):
