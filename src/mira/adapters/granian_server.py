@@ -301,8 +301,8 @@ class GranianServer:
                 log.info("server_stopped")
         else:
             log.warning("server_stop_timed_out", timeout=timeout, abandoned=self.in_flight)
-        # parked threads go back to granian now, while the interpreter still runs: woken
-        # during its shutdown they would abort the process
+        # parked threads go back to granian now and are waited for, while the interpreter
+        # still runs: a thread still in Python code as it shuts down could abort the process
         released = self._reserve.release_all()
         if released:
             left = wait_out_of_python(released)
