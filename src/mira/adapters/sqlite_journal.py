@@ -59,6 +59,17 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> None:
         raise JournalCorrupt(path, "not a Mira event journal (unexpected tables)")
 
 
+def check_place(path: str) -> None:
+    """Where the file goes can hold a journal: raises JournalUnavailable if not."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise JournalUnavailable(path, f"directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):  # WAL mode writes <path>-wal and -shm beside it
+        raise JournalUnavailable(path, f"directory {str(parent)!r} is not writable")
+    if Path(path).is_dir():
+        raise JournalUnavailable(path, "is a directory")
+
+
 class SqliteStore:
     """Appends records and drops the oldest beyond `max_events`; positions never go back."""
 
@@ -71,13 +82,7 @@ class SqliteStore:
     @classmethod
     def open(cls, path: str, max_events: int, timeout: float = 1.0) -> SqliteStore:
         """Open (or create), check and prepare for writing; raises JournalUnavailable."""
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise JournalUnavailable(path, f"directory {str(parent)!r} does not exist")
-        if not os.access(parent, os.W_OK):  # WAL mode writes <path>-wal and -shm beside it
-            raise JournalUnavailable(path, f"directory {str(parent)!r} is not writable")
-        if Path(path).is_dir():
-            raise JournalUnavailable(path, "is a directory")
+        check_place(path)
         conn = None
         try:
             conn = sqlite3.connect(

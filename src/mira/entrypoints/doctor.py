@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from dependency_injector import providers
 
 from mira.adapters.kubernetes_mount import subpath_mount_warning
 from mira.adapters.memory_journal import InMemoryJournal
-from mira.adapters.sqlite_journal import JournalCorrupt, JournalUnavailable, open_reader
+from mira.adapters.sqlite_journal import (
+    JournalCorrupt,
+    JournalUnavailable,
+    check_place,
+    open_reader,
+)
 from mira.domain.commands import ApplyConfig
 from mira.domain.config.model import LoggingSettings
 from mira.entrypoints.bootstrap import BootstrapError, bootstrap
@@ -80,15 +84,10 @@ def _journal(path: str | None) -> str:
     if path is None:
         return "in memory (journal.path null): events are not kept across restarts"
     degraded = "; the service would keep its events in memory only (journal degraded)"
-    target = Path(path)
-    if not target.exists():
-        parent = target.parent
-        if not parent.is_dir():
-            raise RuntimeError(f"{path}: directory {str(parent)!r} does not exist{degraded}")
-        if not os.access(parent, os.W_OK):
-            raise RuntimeError(f"{path}: directory {str(parent)!r} is not writable{degraded}")
-        return f"{path}: not there yet, start-up creates it"
     try:
+        check_place(path)  # start-up's own checks of the directory
+        if not os.path.exists(path):
+            return f"{path}: not there yet, start-up creates it"
         conn = open_reader(path)
     except JournalCorrupt as exc:
         raise RuntimeError(f"{exc}; start-up moves it aside and starts a new one") from None
@@ -98,7 +97,7 @@ def _journal(path: str | None) -> str:
         (last,) = conn.execute("SELECT max(position) FROM events").fetchone()
     finally:
         conn.close()
-    if not os.access(path, os.W_OK) or not os.access(target.parent, os.W_OK):
+    if not os.access(path, os.W_OK):
         raise RuntimeError(f"{path}: not writable by this user{degraded}")
     return f"{path}: events up to position {last or 0}"
 

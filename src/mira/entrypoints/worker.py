@@ -251,9 +251,15 @@ class Worker:
         while True:
             server = self.server
             in_flight, threads = (server.in_flight, server.threads) if server else (0, (0, 0))
-            beat = {"op": "heartbeat", "in_flight": in_flight, "threads": threads}
             try:
-                self.channel.send({**beat, "rows": encode_rows(http.rows())})
+                self.channel.send(
+                    {
+                        "op": "heartbeat",
+                        "in_flight": in_flight,
+                        "threads": threads,
+                        "rows": encode_rows(http.rows()),
+                    }
+                )
             except ChannelClosed:
                 return
             time.sleep(HEARTBEAT)
