@@ -44,9 +44,8 @@ class ThreadReserve:
         self._local = threading.local()
         self._seen = 0  # threads that served a request (granian keeps its threads for good)
         self._busy = 0  # threads between enter and leave
-        self._parked = 0  # threads waiting here
+        self._parked: set[int] = set()  # the threads waiting here
         self._released = 0  # parked threads told to go back, not yet gone
-        self._parked_ids: set[int] = set()
         self._closed = False
 
     @property
@@ -56,7 +55,7 @@ class ThreadReserve:
 
     @property
     def parked(self) -> int:
-        return self._parked
+        return len(self._parked)
 
     @property
     def seen(self) -> int:
@@ -64,7 +63,7 @@ class ThreadReserve:
 
     def _idle(self) -> int:
         """Threads granian can hand a request to now (released ones count: they are going)."""
-        return self._seen - self._busy - self._parked + self._released
+        return self._seen - self._busy - len(self._parked) + self._released
 
     def enter(self) -> None:
         with self._cond:
@@ -72,7 +71,7 @@ class ThreadReserve:
             if not hasattr(self._local, "seen"):
                 self._local.seen = True
                 self._seen += 1
-            if self._parked > self._released and self._idle() < self._low:
+            if len(self._parked) > self._released and self._idle() < self._low:
                 self._released += 1
                 self._cond.notify()
 
@@ -83,14 +82,12 @@ class ThreadReserve:
             if not parkable or self._closed or self._idle() <= self._spare:
                 return
             ident = threading.get_ident()
-            self._parked += 1
-            self._parked_ids.add(ident)
+            self._parked.add(ident)
             while not self._released and not self._closed:
                 self._cond.wait()
             if self._released:
                 self._released -= 1
-            self._parked -= 1
-            self._parked_ids.discard(ident)
+            self._parked.discard(ident)
             if self._closed and not self._parked:
                 self._cond.notify_all()  # release_all waits for the last one
 
@@ -100,7 +97,7 @@ class ThreadReserve:
         deadline = time.monotonic() + timeout
         with self._cond:
             self._closed = True
-            released = frozenset(self._parked_ids)
+            released = frozenset(self._parked)
             self._cond.notify_all()
             while self._parked and time.monotonic() < deadline:
                 self._cond.wait(deadline - time.monotonic())
