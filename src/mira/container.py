@@ -273,6 +273,11 @@ def _journal_file(settings: Settings) -> Callable[[], str | None]:
     return lambda: path
 
 
+def _memory_events(journal: EventJournal) -> Callable[[], list[tuple[int, object]]] | None:
+    """What /admin reads with journal.path null: the in-memory journal's events."""
+    return journal.entries if isinstance(journal, InMemoryJournal) else None
+
+
 def warn_open_api(settings: Settings) -> None:
     """At start-up (the supervisor's, with workers): say once that anyone may call the API."""
     if not settings.server.api_tokens:
@@ -439,6 +444,7 @@ class Container(containers.DeclarativeContainer):
         ),
         providers.Callable(_journal_file, settings),
         readiness_checks=readiness_checks,
+        memory_events=providers.Callable(_memory_events, journal),
     )
     # One process serving HTTP itself, or a supervisor committing snapshots to N workers.
     process_model = providers.Callable(_process_model, settings)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.test_hot_reload import base_config
 from tests.integration.test_workers import every_worker_serves, served
 from tests.integration.test_workers import start as start_workers
@@ -336,3 +338,39 @@ def test_probes_on_the_management_port_answer_beside_idle_connections(
     finally:
         for sock in idle:
             sock.close()
+
+
+# -- journal.path null: /admin reads this run's events from memory --------------------------
+@pytest.mark.parametrize("workers", [1, 2])
+def test_without_a_journal_file_admin_and_mira_events_read_this_runs_events_from_memory(
+    tmp_path: Path, services: list[ServiceProcess], workers: int
+) -> None:
+    """With journal.path null the events live in the (supervisor's) memory; /admin and
+    `mira events --url` answer from there, behind the same token, with the same filters."""
+    sections = {**common(tmp_path), **managed(), "journal": {"path": None}}
+    if workers > 1:
+        svc = start_workers(services, tmp_path, workers, **sections)
+    else:
+        svc = ServiceProcess(tmp_path, base_config(0, **sections))
+        services.append(svc)
+        svc.start()
+    for headers in ({}, bearer("not-the-admin-token")):
+        assert_unauthorized(mgmt(svc, "/admin/events", headers=headers))
+    status, _, body = mgmt(svc, "/admin/events?type=ConfigLoaded", headers=bearer(ADMIN_V1))
+    assert status == 200, body
+    (loaded,) = json.loads(body)["events"]
+    assert loaded["type"] == "ConfigLoaded" and loaded["position"] >= 1
+    every = json.loads(mgmt(svc, "/admin/events", headers=bearer(ADMIN_V1))[2])["events"]
+    positions = [e["position"] for e in every]
+    assert positions == sorted(positions) and "ServiceReady" in {e["type"] for e in every}
+    later = mgmt(svc, f"/admin/events?since={loaded['position']}", headers=bearer(ADMIN_V1))
+    assert [e["position"] for e in json.loads(later[2])["events"]] == [
+        p for p in positions if p > loaded["position"]
+    ]
+    history = json.loads(mgmt(svc, "/admin/config/history", headers=bearer(ADMIN_V1))[2])
+    assert [g["generation"] for g in history["generations"]] == [1]
+    done = mira("events", "--url", svc.probe_url, "--type", "ServiceReady", token=ADMIN_V1)
+    assert done.returncode == 0, done.stderr
+    assert "ServiceReady" in done.stdout and "ConfigLoaded" not in done.stdout
+    assert ADMIN_V1 not in json.dumps(every)
+    assert_tokens_not_logged(svc)

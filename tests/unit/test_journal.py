@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from mira.adapters.durable_journal import RETRY_SECONDS, DurableJournal
+from mira.adapters.memory_journal import InMemoryJournal
 from mira.adapters.sqlite_journal import (
     JournalCorrupt,
     JournalUnavailable,
@@ -23,7 +24,7 @@ from mira.domain import events as ev
 from mira.domain.config.history import HistoryError, config_history, diff_generations
 from mira.domain.config.loading import load_settings
 from mira.domain.config.model import Settings
-from mira.domain.journal_record import JournalRecord, to_record
+from mira.domain.journal_record import JournalRecord, matching, to_record
 from mira.entrypoints.events_cli import CliError, join_since, parse_since
 
 SECRET = "literal-jira-token-1234"
@@ -78,6 +79,37 @@ def test_retention_drops_the_oldest_and_keeps_positions_increasing(tmp_path: Pat
     journal.append(ready(6))
     journal.close()
     assert [r.position for r in rows(tmp_path / "j.db")] == [4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"after": 4},
+        {"since_time": 1005.0},
+        {"types": ["ServiceReady"]},
+        {"correlation_id": "c6"},
+    ],
+)
+def test_the_memory_journal_answers_the_same_query_as_the_file(
+    tmp_path: Path, filters: dict[str, Any]
+) -> None:
+    """With journal.path null /admin filters this run's events in memory: the same selection,
+    positions included, as the file would give, also once the bound dropped the oldest."""
+    memory = InMemoryJournal(maxlen=5)
+    store = SqliteStore.open(str(tmp_path / "j.db"), max_events=5)
+    for n in range(1, 9):
+        memory.append(ready(n))
+        store.append(to_record(n, ready(n)))
+    store.close()
+    conn = open_reader(str(tmp_path / "j.db"))
+    try:
+        expected = read_records(conn, str(tmp_path / "j.db"), **filters)
+    finally:
+        conn.close()
+    found = matching((to_record(p, e) for p, e in memory.entries()), **filters)
+    assert found == expected
+    assert [p for p, _ in memory.entries()] == [4, 5, 6, 7, 8]
 
 
 def test_config_events_store_the_masked_config_and_its_digest_never_a_secret(

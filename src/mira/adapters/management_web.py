@@ -18,7 +18,7 @@ from mira.adapters.structlog_logging import LogPipeline
 from mira.adapters.web_json import JsonResponses
 from mira.adapters.wsgi_context import RequestContext
 from mira.domain.config.history import CONFIG_TYPES, config_history
-from mira.domain.journal_record import JournalRecord, iso_time, record_dict
+from mira.domain.journal_record import JournalRecord, iso_time, matching, record_dict, to_record
 from mira.domain.ports import StateView
 
 log = structlog.get_logger("mira.management")
@@ -38,7 +38,10 @@ def create_management_app(
     journal_path: Callable[[], str | None],
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     render_metrics: Callable[[], bytes] | None = None,
+    memory_events: Callable[[], list[tuple[int, object]]] | None = None,
 ) -> Flask:
+    """`journal_path()`: the journal file /admin reads; None: the events `memory_events()`
+    keeps (the in-memory journal's, with their positions), when it is given."""
     responses = JsonResponses(logs)
     app = Flask("mira-management")
     app.request_class = RouteRequest
@@ -48,7 +51,9 @@ def create_management_app(
     def read(**filters: Any) -> list[JournalRecord]:
         path = journal_path()
         if path is None:
-            raise JournalUnavailable("-", "journal.path is not set: events are in memory only")
+            if memory_events is None:
+                raise JournalUnavailable("-", "journal.path is not set: events are in memory only")
+            return matching((to_record(p, e) for p, e in memory_events()), **filters)
         conn = open_reader(path)
         try:
             return read_records(conn, path, **filters)

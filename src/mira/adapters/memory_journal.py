@@ -24,6 +24,12 @@ class InMemoryJournal:
             first = self._appended - len(self._events)
             return list(self._events)[max(0, since - first) :]
 
+    def entries(self) -> list[tuple[int, object]]:
+        """The events kept, each with its position (1 is the first event of this run)."""
+        with self._lock:
+            first = self._appended - len(self._events) + 1
+            return list(enumerate(self._events, start=first))
+
     def flush(self) -> None:
         """Nothing buffered in memory."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,3 +90,22 @@ def to_record(position: int, event: Any) -> JournalRecord:
         correlation_id=str(event.correlation_id),
         fields=event_fields(event),
     )
+
+
+def matching(
+    records: Iterable[JournalRecord],
+    after: int = 0,
+    since_time: float | None = None,
+    types: Sequence[str] = (),
+    correlation_id: str | None = None,
+) -> list[JournalRecord]:
+    """The records the journal file's query would select (`sqlite_journal.read_records`):
+    after position `after`, at or after `since_time`, of `types`, of `correlation_id`."""
+    return [
+        r
+        for r in records
+        if r.position > after
+        and (since_time is None or r.at >= since_time)
+        and (not types or r.type in types)
+        and (correlation_id is None or r.correlation_id == correlation_id)
+    ]
