@@ -380,8 +380,8 @@ class JournalSettings:
 
     path: str | None = setting(
         None,
-        "SQLite file that keeps every event across restarts (WAL mode); null keeps them in "
-        "memory only.",
+        "SQLite file that keeps every event across restarts (WAL mode); null keeps this run's "
+        "last 10,000 in memory only (`/admin` and `mira events --url` read them there).",
         lambda v: None if v is None or v.strip() else "must not be empty (null: in memory)",
     )
     max_events: int = setting(
