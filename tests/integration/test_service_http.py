@@ -136,6 +136,37 @@ def test_correlation_id_round_trip_and_log_lines(service: ServiceProcess) -> Non
     assert access and access[0]["status"] == 200 and access[0]["route"] == "/api/v1/messages"
 
 
+def test_probe_access_lines_are_debug_and_left_out_at_info(
+    service: ServiceProcess, tmp_path: Path
+) -> None:
+    """At INFO a successful probe writes no access line, an API request and a failing probe do;
+    at DEBUG the probes' lines are there, at DEBUG."""
+    service.get("/health", headers={"X-Request-ID": "probe-info-1"})
+    service.get("/metrics", headers={"X-Request-ID": "probe-info-2"})
+    service.post("/api/v1/messages", PLAN, headers={"X-Request-ID": "after-probes-1"})
+    wait_until(
+        lambda: [
+            x for x in service.find("Request handled") if x["correlation_id"] == "after-probes-1"
+        ],
+        message="the API request's access line",
+    )
+    ids = {x["correlation_id"] for x in service.find("Request handled")}
+    assert not ids & {"probe-info-1", "probe-info-2"}
+    debug = ServiceProcess(tmp_path, {"logging": {"level": "DEBUG", "json_format": True}})
+    debug.start()
+    try:
+        debug.get("/health", headers={"X-Request-ID": "probe-debug-1"})
+        (line,) = wait_until(
+            lambda: [
+                x for x in debug.find("Request handled") if x["correlation_id"] == "probe-debug-1"
+            ],
+            message="the probe's DEBUG access line",
+        )
+        assert (line["level"], line["path"], line["status"]) == ("DEBUG", "/health", 200)
+    finally:
+        debug.stop()
+
+
 def test_traceparent_trace_id_is_used_and_bad_ids_are_replaced(service: ServiceProcess) -> None:
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     _, headers, _ = service.get(

@@ -125,6 +125,6 @@ def create_app(
         return _error(500, "internal server error")
 
     app.wsgi_app = RequestContext(  # type: ignore[method-assign]
-        app.wsgi_app, metrics, logs.write_line, request_fields
+        app.wsgi_app, metrics, logs, request_fields
     )
     return app

@@ -106,7 +106,7 @@ def create_management_app(
         log.exception("Unhandled error on the management listener", path=request.path)
         return responses.error(500, "internal server error")
 
-    app.wsgi_app = RequestContext(app.wsgi_app, metrics, logs.write_line)  # type: ignore[method-assign]
+    app.wsgi_app = RequestContext(app.wsgi_app, metrics, logs)  # type: ignore[method-assign]
     return app
 
 

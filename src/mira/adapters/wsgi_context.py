@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from random import getrandbits
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -19,8 +19,23 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _HEX = frozenset("0123456789abcdef")
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _bind = structlog.contextvars.bind_contextvars
-#: write_line(logger, level, message, (module, function, line), fields, correlation_id)
-AccessLog = Callable[[str, str, str, tuple[str, str, int], dict[str, Any], str | None], None]
+
+
+class AccessLog(Protocol):
+    """Where the access line goes: the log pipeline (`LogPipeline`)."""
+
+    #: the live level's number: lines below it are not built at all
+    threshold: int
+
+    def write_line(
+        self,
+        logger: str,
+        level: str,
+        message: str,
+        callsite: tuple[str, str, int],
+        fields: dict[str, Any],
+        correlation_id: str | None = None,
+    ) -> None: ...
 
 
 def new_request_id() -> str:
@@ -88,18 +103,20 @@ class RequestContext:
             method = environ.get("REQUEST_METHOD", "GET")
             self.metrics.observe_request(method, route, status, elapsed)
             path = environ.get("PATH_INFO", "")
-            self.access_log(
-                "mira.http",
-                "debug" if path in QUIET_PATHS and status < 400 else "info",
-                "Request handled",
-                ("wsgi_context", "_handle", sys._getframe().f_lineno),
-                {
-                    **extra,
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-                request_id,
-            )
+            quiet = path in QUIET_PATHS and status < 400
+            if self.access_log.threshold <= (10 if quiet else 20):  # debug / info
+                self.access_log.write_line(
+                    "mira.http",
+                    "debug" if quiet else "info",
+                    "Request handled",
+                    ("wsgi_context", "_handle", sys._getframe().f_lineno),
+                    {
+                        **extra,
+                        "method": method,
+                        "path": path,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                    request_id,
+                )
