@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from http.client import HTTPConnection, HTTPException
 from tests.support import wait_until
 
 JSON = {"Content-Type": "application/json"}
+_IDS = itertools.count(1)
 
 
 @dataclass
@@ -18,6 +20,8 @@ class LoadResult:
     ok: int = 0
     refused: int = 0
     failures: list[str] = field(default_factory=list)
+    #: the X-Request-ID each failed request was sent with (to look for it in the service's log)
+    failed_ids: list[str] = field(default_factory=list)
 
 
 def keepalive_client(
@@ -38,8 +42,9 @@ def keepalive_client(
         for _ in range(requests):
             if stop.is_set() or time.monotonic() > deadline:
                 return
+            request_id = f"load-{next(_IDS)}"
             try:
-                conn.request("POST", path, body, JSON)
+                conn.request("POST", path, body, {**JSON, "X-Request-ID": request_id})
             except ConnectionRefusedError:  # never accepted: the listener was closed
                 with lock:
                     result.refused += 1
@@ -55,6 +60,7 @@ def keepalive_client(
                     result.ok += 1
                 else:
                     result.failures.append(detail)
+                    result.failed_ids.append(request_id)
     finally:
         conn.close()
 
