@@ -30,14 +30,28 @@ from tests.support import wait_until
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
-SLOW_MS = 1500
+# `/held` requests stay in the app until a test sets this (or 30 s pass): a test that needs
+# N requests in flight at once waits for them to be there, however slowly a loaded machine
+# starts them, instead of racing a fixed sleep.
+RELEASE = threading.Event()
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    RELEASE.clear()
+    try:
+        yield RELEASE
+    finally:
+        RELEASE.set()
 
 
 def slow_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """`/slow?ms=N` sleeps N ms; `/boom` raises; anything else answers at once."""
+    """`/slow?ms=N` sleeps N ms; `/held` waits for RELEASE; `/boom` raises; else at once."""
     path = environ["PATH_INFO"]
     if path == "/boom":
         raise RuntimeError("app failure")
+    if path == "/held":
+        RELEASE.wait(30)
     if path == "/slow":
         ms = int(parse_qs(environ["QUERY_STRING"]).get("ms", ["0"])[0])
         time.sleep(ms / 1000)
@@ -150,16 +164,20 @@ def address_of(server: GranianServer) -> tuple[str, int]:
     return address
 
 
-def test_in_flight_requests_complete_and_new_connections_are_refused() -> None:
+def test_in_flight_requests_complete_and_new_connections_are_refused(
+    release: threading.Event,
+) -> None:
     with running_server(threads=32) as server, ThreadPoolExecutor(32) as pool:
         address = address_of(server)
-        replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 32)
-        wait_until(lambda: server.in_flight == 32, 5, message="32 requests in the app")
+        replies = fire(pool, address, "/held", 32)
+        wait_until(lambda: server.in_flight == 32, 15, message="32 requests in the app")
 
         server.start_draining()
         server.close_listener()
         assert_refused(address)
+        assert server.in_flight == 32, "the drain began with every request still in the app"
 
+        release.set()
         assert server.wait_drained(timeout=10) == 0
         results = [f.result(timeout=10) for f in replies]
         assert [r.status for r in results] == [200] * 32
@@ -167,18 +185,21 @@ def test_in_flight_requests_complete_and_new_connections_are_refused() -> None:
         assert server.in_flight == 0
 
 
-def test_requests_beyond_the_threads_wait_and_are_served_after_the_listener_closes() -> None:
+def test_requests_beyond_the_threads_wait_and_are_served_after_the_listener_closes(
+    release: threading.Event,
+) -> None:
     with running_server(threads=4) as server, ThreadPoolExecutor(12) as pool:
         address = address_of(server)
-        replies = fire(pool, address, f"/slow?ms={SLOW_MS}", 12)
+        replies = fire(pool, address, "/held", 12)
         # all 12 are accepted and in Mira's hands: 4 run the app, 8 wait for a turn
-        wait_until(lambda: server.in_flight == 12, 5, message="12 requests taken in")
+        wait_until(lambda: server.in_flight == 12, 15, message="12 requests taken in")
         assert _established(address[1]) == 12
 
         server.start_draining()
         server.close_listener()
         assert_refused(address)
 
+        release.set()
         assert server.wait_drained(timeout=15) == 0
         assert [f.result(timeout=5).status for f in replies] == [200] * 12
 
@@ -351,7 +372,7 @@ def _os_threads() -> int:
 
 @pytest.mark.parametrize(("max_threads", "bounded"), [(2, True), (None, False)])
 def test_max_threads_bounds_the_threads_a_burst_starts(
-    max_threads: int | None, bounded: bool
+    max_threads: int | None, bounded: bool, release: threading.Event
 ) -> None:
     """16 slow requests at once with threads 2: each waiting request holds a thread of its own
     by default (so slow senders cannot starve the rest); with max_threads 2 the process starts
@@ -362,7 +383,13 @@ def test_max_threads_bounds_the_threads_a_burst_starts(
         before = _os_threads()
         peak = before
         with ThreadPoolExecutor(16) as pool:
-            futures = fire(pool, address, "/slow?ms=300", 16)
+            if bounded:  # a bound holds however the requests overlap
+                futures = fire(pool, address, "/slow?ms=300", 16)
+            else:  # all 16 held in the app at once, however slowly a loaded machine starts them
+                futures = fire(pool, address, "/held", 16)
+                wait_until(lambda: server.in_flight == 16, 15, message="16 requests in the app")
+                peak = _os_threads()
+                release.set()
             while not all(f.done() for f in futures):
                 peak = max(peak, _os_threads())
                 time.sleep(0.01)
@@ -374,7 +401,9 @@ def test_max_threads_bounds_the_threads_a_burst_starts(
             assert started >= 8, f"only {started} threads started for 16 waiting requests"
 
 
-def test_threads_parked_after_a_burst_come_back_for_stalled_bodies() -> None:
+def test_threads_parked_after_a_burst_come_back_for_stalled_bodies(
+    release: threading.Event,
+) -> None:
     """A burst of 12 leaves 12 threads started; all but spare_threads (2) then wait aside,
     out of granian's rotation. 11 bodies that stall then hold 11 threads: the parked ones
     must come back, or with max_threads 12 a probe finds no thread until the bodies time
@@ -382,7 +411,9 @@ def test_threads_parked_after_a_burst_come_back_for_stalled_bodies() -> None:
     with running_server(threads=2, max_threads=12, spare_threads=2) as server:
         address = address_of(server)
         with ThreadPoolExecutor(12) as pool:
-            burst = fire(pool, address, "/slow?ms=300", 12)
+            burst = fire(pool, address, "/held", 12)
+            wait_until(lambda: server.in_flight == 12, 15, message="12 requests in the app")
+            release.set()
             assert [f.result().status for f in burst] == [200] * 12
         wait_until(lambda: server.threads == (12, 10), 5, message="10 of 12 threads parked")
         head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"

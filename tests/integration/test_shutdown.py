@@ -79,7 +79,8 @@ def test_32_requests_in_flight_all_complete_while_ready_says_draining(
 ) -> None:
     svc = run(services, slow_service(tmp_path, {"drain_delay": 1.0, "timeout": 10}))
     with ThreadPoolExecutor(32) as pool:
-        futures = [pool.submit(sleep_request, svc, 2500) for _ in range(32)]
+        # 4 s each: long enough that all 32 are in the app at once on a loaded machine
+        futures = [pool.submit(sleep_request, svc, 4000) for _ in range(32)]
         wait_until(lambda: in_flight(svc) >= 32, timeout=10, message="32 requests in flight")
         svc.signal(signal.SIGTERM)
         _, headers, body = wait_until(
@@ -94,7 +95,7 @@ def test_32_requests_in_flight_all_complete_while_ready_says_draining(
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", svc.port), timeout=2).close()
         results = [f.result(timeout=20) for f in futures]
-    assert results == [(200, {"status": "success", "data": {"slept_ms": 2500}})] * 32
+    assert results == [(200, {"status": "success", "data": {"slept_ms": 4000}})] * 32
     assert svc.wait_exit(10) == 0
     seen = messages(svc)
     assert_in_order(seen, [*EVENT_ORDER, "Shutdown complete"])
